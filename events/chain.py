@@ -1,0 +1,69 @@
+"""The hash chain: each event's SHA-256 covers its content and the hash of the event before it.
+
+The input is a canonical JSON array of the event's stored fields (the payload as its stored
+bytes), so anyone can recompute it from the table alone, without goldtrail's code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+from events.types import PendingEvent, encode_data, format_time
+
+_encoder = msgspec.json.Encoder()
+
+
+def canonical_bytes(
+    *,
+    account_id: str,
+    stream_id: str,
+    version: int,
+    run_id: str,
+    event_type: str,
+    data: bytes,
+    actor: str,
+    recorded_at: str,
+    request_id: str,
+    reason: str | None,
+    prev_hash: str,
+) -> bytes:
+    return _encoder.encode(
+        [
+            account_id,
+            stream_id,
+            version,
+            run_id,
+            event_type,
+            msgspec.Raw(data),
+            actor,
+            recorded_at,
+            request_id,
+            reason,
+            prev_hash,
+        ]
+    )
+
+
+def hash_fields(**fields) -> str:
+    return hashlib.sha256(canonical_bytes(**fields)).hexdigest()
+
+
+def seal(event: PendingEvent) -> tuple[bytes, str]:
+    """The payload bytes to store and the event's chain hash."""
+    data = encode_data(event.data)
+    digest = hash_fields(
+        account_id=event.account_id,
+        stream_id=event.stream_id,
+        version=event.version,
+        run_id=event.run_id,
+        event_type=event.type,
+        data=data,
+        actor=event.actor,
+        recorded_at=format_time(event.recorded_at),
+        request_id=event.request_id,
+        reason=event.reason,
+        prev_hash=event.prev_hash,
+    )
+    return data, digest

@@ -1,0 +1,98 @@
+"""Append to and read from the event log. Functions take a connection and never commit:
+the caller owns the transaction, so an event and its projection commit or vanish together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events.chain import seal
+from events.schema import events
+from events.types import PendingEvent, RecordedEvent, decode_data
+
+_COLUMNS = (
+    events.c.position,
+    events.c.account_id,
+    events.c.stream_id,
+    events.c.version,
+    events.c.run_id,
+    events.c.data,
+    events.c.actor,
+    events.c.recorded_at,
+    events.c.request_id,
+    events.c.reason,
+    events.c.prev_hash,
+    events.c.hash,
+)
+
+
+async def append(conn: AsyncConnection, event: PendingEvent) -> RecordedEvent:
+    """Append one event. A clash on (stream, version) raises IntegrityError from the database."""
+    data, digest = seal(event)
+    result = await conn.execute(
+        events.insert().returning(events.c.position),
+        {
+            "account_id": event.account_id,
+            "stream_id": event.stream_id,
+            "version": event.version,
+            "run_id": event.run_id,
+            "type": event.type,
+            "data": data.decode(),
+            "actor": event.actor,
+            "recorded_at": event.recorded_at,
+            "request_id": event.request_id,
+            "reason": event.reason,
+            "prev_hash": event.prev_hash,
+            "hash": digest,
+        },
+    )
+    return RecordedEvent(
+        position=result.scalar_one(),
+        account_id=event.account_id,
+        stream_id=event.stream_id,
+        version=event.version,
+        run_id=event.run_id,
+        data=event.data,
+        actor=event.actor,
+        recorded_at=event.recorded_at,
+        request_id=event.request_id,
+        reason=event.reason,
+        prev_hash=event.prev_hash,
+        hash=digest,
+    )
+
+
+def from_row(row: sa.Row) -> RecordedEvent:
+    return RecordedEvent(
+        position=row.position,
+        account_id=row.account_id,
+        stream_id=row.stream_id,
+        version=row.version,
+        run_id=row.run_id,
+        data=decode_data(row.data),
+        actor=row.actor,
+        recorded_at=row.recorded_at,
+        request_id=row.request_id,
+        reason=row.reason,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+
+
+async def read_stream(conn: AsyncConnection, account_id: str, stream_id: str) -> list[RecordedEvent]:
+    """Every event of one stream, oldest first."""
+    result = await conn.execute(
+        sa.select(*_COLUMNS)
+        .where(events.c.account_id == account_id, events.c.stream_id == stream_id)
+        .order_by(events.c.version)
+    )
+    return [from_row(row) for row in result]
+
+
+async def read_all(conn: AsyncConnection, batch_size: int = 5000) -> AsyncIterator[RecordedEvent]:
+    """Every event of every account in position order, streamed in batches of bounded memory."""
+    result = await conn.stream(sa.select(*_COLUMNS).order_by(events.c.position).execution_options(yield_per=batch_size))
+    async for row in result:
+        yield from_row(row)

@@ -1,0 +1,64 @@
+"""Bring a database's schema to the newest migration; safe when several instances start at once."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.pool import NullPool
+
+from service.database import configure_sqlite, sqlite_path, sync_url
+
+# Any fixed number: the advisory lock that serialises concurrent `migrate` runs on PostgreSQL.
+_MIGRATION_LOCK_KEY = 0x601D7A11
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    return config
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def migrate(database_url: str) -> str:
+    """Apply every pending migration and return the revision the database is now at."""
+    config = _alembic_config()
+    engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
+    path = sqlite_path(database_url)
+    lock = nullcontext()
+    if engine.dialect.name == "sqlite":
+        configure_sqlite(engine)
+        if path is not None:
+            # SQLite has no advisory locks; a lock file beside the database serialises this host's instances.
+            lock = _file_lock(path.with_name(path.name + ".migrate-lock"))
+    try:
+        with lock, engine.connect() as conn:
+            with conn.execution_options(write=True).begin():
+                if engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

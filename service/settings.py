@@ -1,0 +1,147 @@
+"""Settings: one frozen object built once at start-up from GOLDTRAIL_* environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+DEFAULT_DATA_DIR = ".goldtrail"
+DEV_SECRET_FILE = "dev-jwt-secret"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    data_dir: Path
+    jwt_secret: str | None = None
+    jwt_public_key_files: tuple[Path, ...] = ()
+    jwt_jwks_file: Path | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = 0
+    account_claim: str = "account_id"
+    max_body_bytes: int = 1024 * 1024
+    max_object_depth: int = 64
+    db_pool_size: int = 10
+    db_timeout_seconds: float = 5.0
+    retry_after_seconds: int = 2
+    log_level: str = "INFO"
+    # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
+    embedded: bool = False
+
+    @property
+    def uses_public_keys(self) -> bool:
+        return bool(self.jwt_public_key_files or self.jwt_jwks_file)
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _words(raw: str | None) -> tuple[str, ...]:
+    return tuple(word for word in (raw or "").replace(",", " ").split() if word)
+
+
+def dev_secret(data_dir: Path) -> str:
+    """The embedded default's signing secret: made once, kept in the data folder, readable by its owner only."""
+    path = data_dir / DEV_SECRET_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_urlsafe(48) + "\n")
+    return path.read_text().strip()
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("GOLDTRAIL_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
+    database_url = env.get("GOLDTRAIL_DATABASE_URL") or ""
+    embedded = not database_url
+    if embedded:
+        database_url = f"sqlite:///{data_dir / 'goldtrail.sqlite3'}"
+
+    public_keys = tuple(Path(p) for p in _words(env.get("GOLDTRAIL_JWT_PUBLIC_KEY")))
+    jwks = Path(env["GOLDTRAIL_JWT_JWKS"]) if env.get("GOLDTRAIL_JWT_JWKS") else None
+    secret = env.get("GOLDTRAIL_JWT_SECRET") or None
+    uses_public_keys = bool(public_keys or jwks)
+    if secret and uses_public_keys:
+        raise SettingsError(
+            "set either GOLDTRAIL_JWT_SECRET or GOLDTRAIL_JWT_PUBLIC_KEY/GOLDTRAIL_JWT_JWKS, not both: "
+            "accepting HMAC tokens beside public keys invites key-confusion attacks"
+        )
+    for path in (*public_keys, *([jwks] if jwks else [])):
+        if not path.is_file():
+            raise SettingsError(f"JWT key file {str(path)!r} does not exist")
+    if not secret and not uses_public_keys:
+        if not embedded:
+            raise SettingsError(
+                "no token key configured: set GOLDTRAIL_JWT_SECRET (HS256) or GOLDTRAIL_JWT_PUBLIC_KEY / "
+                "GOLDTRAIL_JWT_JWKS (RS256, ES256, EdDSA)"
+            )
+        secret = dev_secret(data_dir)
+    if secret is not None and len(secret.encode()) < 32:
+        raise SettingsError("GOLDTRAIL_JWT_SECRET must be at least 32 bytes long")
+
+    algorithms = _words(env.get("GOLDTRAIL_JWT_ALGORITHMS")) or (
+        ("RS256", "ES256", "EdDSA") if uses_public_keys else ("HS256",)
+    )
+    hmac = {a for a in algorithms if a.upper().startswith("HS")}
+    if "none" in {a.lower() for a in algorithms}:
+        raise SettingsError("GOLDTRAIL_JWT_ALGORITHMS must not allow 'none'")
+    if uses_public_keys and hmac:
+        raise SettingsError(f"GOLDTRAIL_JWT_ALGORITHMS must not allow HMAC ({', '.join(sorted(hmac))}) with public keys")
+    if not uses_public_keys and set(algorithms) - hmac:
+        raise SettingsError("with GOLDTRAIL_JWT_SECRET only HMAC algorithms (HS256, HS384, HS512) can be allowed")
+
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir,
+        embedded=embedded,
+        jwt_secret=secret,
+        jwt_public_key_files=public_keys,
+        jwt_jwks_file=jwks,
+        jwt_algorithms=algorithms,
+        jwt_issuer=env.get("GOLDTRAIL_JWT_ISSUER") or None,
+        jwt_audience=env.get("GOLDTRAIL_JWT_AUDIENCE") or None,
+        jwt_leeway_seconds=_int(env, "GOLDTRAIL_JWT_LEEWAY_SECONDS", 0),
+        account_claim=env.get("GOLDTRAIL_ACCOUNT_CLAIM") or "account_id",
+        max_body_bytes=_int(env, "GOLDTRAIL_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
+        max_object_depth=_int(env, "GOLDTRAIL_MAX_OBJECT_DEPTH", 64, minimum=1),
+        db_pool_size=_int(env, "GOLDTRAIL_DB_POOL_SIZE", 10, minimum=1),
+        db_timeout_seconds=_float(env, "GOLDTRAIL_DB_TIMEOUT_SECONDS", 5.0),
+        retry_after_seconds=_int(env, "GOLDTRAIL_RETRY_AFTER_SECONDS", 2, minimum=1),
+        log_level=(env.get("GOLDTRAIL_LOG_LEVEL") or "INFO").upper(),
+    )
