@@ -1,0 +1,187 @@
+"""Bearer-token authentication (PyJWT) and scope guards: who the caller is and what they may do.
+
+The user is the `sub` claim and the account the configured account claim; nothing in a request
+body can set either. Keys are an HS256 secret, or PEM public keys / a JWKS file for RS256, ES256
+and EdDSA, never both (so an HMAC token can never be checked against public key bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import jwt
+import msgspec
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from service.settings import Settings, SettingsError
+
+READ = "gold_labels:read"
+WRITE = "gold_labels:write"
+AUDIT = "audit:read"
+# A token that names no scopes at all may use the documented API, but never the audit routes.
+DEFAULT_SCOPES = frozenset({READ, WRITE})
+MAX_IDENTITY_LENGTH = 255
+
+
+class Principal(msgspec.Struct, frozen=True):
+    user: str
+    account: str
+    scopes: frozenset[str]
+
+
+class AuthenticationFailed(Exception):
+    """The token is missing or cannot be trusted; the message says why, without echoing the token."""
+
+
+_PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
+
+
+def _pem_keys(path: Path) -> list:
+    """Every public key in a PEM file (a file may hold several, e.g. during key rotation)."""
+    blocks = _PEM_BLOCK.findall(path.read_text())
+    if not blocks:
+        raise SettingsError(f"{str(path)!r} holds no PEM public key ('-----BEGIN PUBLIC KEY-----')")
+    return [load_pem_public_key(block.encode()) for block in blocks]
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings) -> None:
+        self._algorithms = list(settings.jwt_algorithms)
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+        self._account_claim = settings.account_claim
+        # (kid or None, key) pairs; a token with a kid is checked against that key only.
+        self._keys: list[tuple[str | None, object]] = []
+        if settings.jwt_secret is not None:
+            self._keys.append((None, settings.jwt_secret))
+        for path in settings.jwt_public_key_files:
+            self._keys.extend((None, key) for key in _pem_keys(path))
+        if settings.jwt_jwks_file is not None:
+            jwks = jwt.PyJWKSet.from_dict(json.loads(settings.jwt_jwks_file.read_text()))
+            self._keys.extend((jwk.key_id, jwk.key) for jwk in jwks.keys)
+
+    def _candidates(self, header: dict) -> list[object]:
+        kid = header.get("kid")
+        if kid is not None and any(key_id is not None for key_id, _ in self._keys):
+            keys = [key for key_id, key in self._keys if key_id == kid]
+            if not keys:
+                raise AuthenticationFailed("token is signed with an unknown key id (kid)")
+            return keys
+        return [key for _, key in self._keys]
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthenticationFailed("bearer token is not a well-formed JWT") from None
+        algorithm = header.get("alg")
+        if algorithm not in self._algorithms:
+            raise AuthenticationFailed(
+                f"token algorithm {str(algorithm)[:20]!r} is not accepted; use {', '.join(self._algorithms)}"
+            )
+        claims = None
+        for key in self._candidates(header):
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=self._algorithms,
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    leeway=self._leeway,
+                    options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+                )
+                break
+            except (jwt.InvalidSignatureError, jwt.InvalidKeyError, jwt.InvalidAlgorithmError):
+                continue
+            except jwt.ExpiredSignatureError:
+                raise AuthenticationFailed("token has expired; get a new one") from None
+            except jwt.ImmatureSignatureError:
+                raise AuthenticationFailed("token is not valid yet (nbf or iat is in the future)") from None
+            except jwt.InvalidAudienceError:
+                raise AuthenticationFailed("token audience (aud) is not this service") from None
+            except jwt.InvalidIssuerError:
+                raise AuthenticationFailed("token issuer (iss) is not trusted") from None
+            except jwt.MissingRequiredClaimError as error:
+                raise AuthenticationFailed(f"token has no {error.claim!r} claim") from None
+            except jwt.PyJWTError:
+                raise AuthenticationFailed("bearer token is not a well-formed JWT") from None
+        if claims is None:
+            raise AuthenticationFailed("token signature does not match any trusted key")
+        return Principal(
+            user=self._identity(claims, "sub"),
+            account=self._identity(claims, self._account_claim),
+            scopes=_scopes(claims),
+        )
+
+    @staticmethod
+    def _identity(claims: dict, name: str) -> str:
+        value = claims.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise AuthenticationFailed(f"token has no {name!r} claim (a non-empty string)")
+        if len(value) > MAX_IDENTITY_LENGTH or "\x00" in value:
+            raise AuthenticationFailed(f"token claim {name!r} is longer than {MAX_IDENTITY_LENGTH} characters")
+        return value
+
+
+def _scopes(claims: dict) -> frozenset[str]:
+    if "scope" not in claims and "scp" not in claims:
+        return DEFAULT_SCOPES
+    granted: set[str] = set()
+    for claim in (claims.get("scope"), claims.get("scp")):
+        if isinstance(claim, str):
+            granted.update(claim.split())
+        elif isinstance(claim, list):
+            granted.update(item for item in claim if isinstance(item, str))
+    return frozenset(granted)
+
+
+def mint_token(
+    secret: str, *, user: str, account: str, account_claim: str, scopes: str | None, ttl_seconds: int, now: int
+) -> str:
+    claims: dict[str, object] = {"sub": user, account_claim: account, "iat": now, "exp": now + ttl_seconds}
+    if scopes is not None:
+        claims["scope"] = scopes
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def challenge(message: str) -> NotAuthorizedException:
+    return NotAuthorizedException(
+        detail=message, headers={"WWW-Authenticate": 'Bearer realm="goldtrail", error="invalid_token"'}
+    )
+
+
+class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+        verifier: TokenVerifier = connection.app.state.token_verifier
+        header = connection.headers.get("authorization")
+        if not header:
+            raise NotAuthorizedException(
+                detail="missing bearer token: send 'Authorization: Bearer <JWT>'",
+                headers={"WWW-Authenticate": 'Bearer realm="goldtrail"'},
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise challenge("the Authorization header must be 'Bearer <JWT>'")
+        try:
+            principal = verifier.verify(token.strip())
+        except AuthenticationFailed as error:
+            raise challenge(str(error)) from None
+        return AuthenticationResult(user=principal, auth=None)
+
+
+def requires(scope: str) -> Callable[[ASGIConnection, BaseRouteHandler], None]:
+    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        if scope not in connection.user.scopes:
+            raise PermissionDeniedException(detail=f"this token lacks the {scope!r} scope")
+
+    guard.__name__ = f"requires_{scope.replace(':', '_')}"
+    return guard

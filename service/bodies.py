@@ -1,0 +1,144 @@
+"""Decoding request bodies into commands, losslessly: object values keep their key order, integers
+of any size and decimals digit for digit, and come out as the exact JSON text later reads return."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from events.types import NULL
+
+MAX_NAME_LENGTH = 500  # keeps the unique index on names within PostgreSQL's btree entry size
+
+
+class InvalidInput(Exception):
+    """A request's body, path or header cannot be used; `field` names the offending one when known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NewLabel(msgspec.Struct, frozen=True):
+    output_resource_name: str
+    text_value: str | None = None
+    object_value: msgspec.Raw = NULL
+    object_value_is_partial: bool | None = None
+
+
+class LabelPatch(msgspec.Struct, frozen=True):
+    """A PUT body: absent and null both mean 'leave as it is'."""
+
+    text_value: str | None = None
+    object_value: msgspec.Raw = NULL
+    object_value_is_partial: bool | None = None
+    output_resource_name: str | None = None
+
+
+# The wire shapes: decoded with floats as Decimal, then the object value is re-encoded to text.
+class _CreateBody(msgspec.Struct):
+    output_resource_name: str
+    text_value: str | None = None
+    object_value: dict[str, Any] | None = None
+    object_value_is_partial: bool | None = None
+
+
+class _UpdateBody(msgspec.Struct):
+    text_value: str | None = None
+    object_value: dict[str, Any] | None = None
+    object_value_is_partial: bool | None = None
+    output_resource_name: str | None = None
+
+
+_create_decoder = msgspec.json.Decoder(_CreateBody, float_hook=Decimal)
+_update_decoder = msgspec.json.Decoder(_UpdateBody, float_hook=Decimal)
+_value_encoder = msgspec.json.Encoder(decimal_format="number")
+_FIELD = re.compile(r"^\$\.([A-Za-z_]+)")
+_MISSING = re.compile(r"missing required field `([A-Za-z_]+)`")
+
+
+def _invalid(validation_error: str) -> InvalidInput:
+    """Reword msgspec's "Expected `str`, got `int` - at `$.text_value`" to lead with the field."""
+    message, _, where = validation_error.partition(" - at `")
+    where = where.rstrip("`")
+    if missing := _MISSING.search(message):
+        return InvalidInput(f"{missing.group(1)} is required", missing.group(1))
+    if field := _FIELD.match(where):
+        return InvalidInput(f"{where[2:]}: {message}", field.group(1))
+    return InvalidInput(f"request body must be a JSON object: {message}")
+
+
+def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+    if not body.strip():
+        raise InvalidInput("request body is empty: send a JSON object")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise _invalid(str(error)) from None
+    except UnicodeDecodeError:
+        raise InvalidInput("request body is not valid UTF-8") from None
+    except msgspec.DecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput("object_value is nested too deeply", "object_value") from None
+
+
+def _check_text(value: str | None, field: str) -> None:
+    if value is not None and "\x00" in value:
+        raise InvalidInput(f"{field} contains the character U+0000, which cannot be stored", field)
+
+
+def _object_text(value: dict[str, Any] | None, max_depth: int) -> msgspec.Raw:
+    """Check nesting depth and U+0000 everywhere in the object, then encode it compactly."""
+    if value is None:
+        return NULL
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise InvalidInput(f"object_value is nested deeper than {max_depth} levels", "object_value")
+        children = node.values() if isinstance(node, dict) else node
+        if isinstance(node, dict):
+            for key in node:
+                _check_text(key, "object_value")
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif isinstance(child, str):
+                _check_text(child, "object_value")
+    return msgspec.Raw(_value_encoder.encode(value))
+
+
+def _check_name(name: str | None) -> None:
+    if name is None:
+        return
+    _check_text(name, "output_resource_name")
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"output_resource_name must be 1 to {MAX_NAME_LENGTH} characters", "output_resource_name")
+
+
+def decode_new_label(body: bytes, max_depth: int) -> NewLabel:
+    wire: _CreateBody = _decode(_create_decoder, body)
+    _check_name(wire.output_resource_name)
+    _check_text(wire.text_value, "text_value")
+    return NewLabel(
+        output_resource_name=wire.output_resource_name,
+        text_value=wire.text_value,
+        object_value=_object_text(wire.object_value, max_depth),
+        object_value_is_partial=wire.object_value_is_partial,
+    )
+
+
+def decode_label_patch(body: bytes, max_depth: int) -> LabelPatch:
+    wire: _UpdateBody = _decode(_update_decoder, body)
+    _check_name(wire.output_resource_name)
+    _check_text(wire.text_value, "text_value")
+    return LabelPatch(
+        text_value=wire.text_value,
+        object_value=_object_text(wire.object_value, max_depth),
+        object_value_is_partial=wire.object_value_is_partial,
+        output_resource_name=wire.output_resource_name,
+    )

@@ -1,0 +1,81 @@
+"""The one place that turns exceptions into HTTP responses: always JSON `{"error": "..."}`."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from service.bodies import InvalidInput
+from service.database import DatabaseUnavailable
+from service.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
+from service.request_log import request_id_of
+
+logger = logging.getLogger("goldtrail.errors")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> Response:
+    return Response(
+        content={"error": message, **{k: v for k, v in extra.items() if v is not None}},
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _http_error(request: Request, error: HTTPException) -> Response:
+    status = error.status_code
+    message = error.detail
+    if status == 404:
+        message = f"no route matches {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    elif status == 413:
+        message = f"request body is larger than the limit of {request.route_handler.resolve_request_max_body_size()} bytes"
+    elif status >= 500:
+        logger.error("framework error", exc_info=error)
+        message = "internal error"
+    return error_response(status, message, headers=error.headers)
+
+
+def _invalid_body(_request: Request, error: InvalidInput) -> Response:
+    return error_response(400, str(error), field=error.field)
+
+
+def _duplicate(_request: Request, error: DuplicateLabel) -> Response:
+    return error_response(409, str(error), existing_id=error.existing_id)
+
+
+def _not_found(_request: Request, error: Exception) -> Response:
+    return error_response(404, str(error))
+
+
+def _version_mismatch(_request: Request, error: VersionMismatch) -> Response:
+    return error_response(412, str(error), headers={"ETag": f'"{error.current_version}"'})
+
+
+def _unavailable(request: Request, error: DatabaseUnavailable) -> Response:
+    logger.warning("database unavailable", extra={"detail": str(error), "request_id": request_id_of(request.scope)})
+    retry_after = request.app.state.settings.retry_after_seconds
+    return error_response(
+        503, "the database is unavailable; retry shortly", headers={"Retry-After": str(retry_after)}
+    )
+
+
+def _internal(request: Request, error: Exception) -> Response:
+    request_id = request_id_of(request.scope)
+    logger.error("unhandled exception", exc_info=error, extra={"request_id": request_id})
+    return error_response(500, "internal error", request_id=request_id)
+
+
+EXCEPTION_HANDLERS = {
+    HTTPException: _http_error,
+    InvalidInput: _invalid_body,
+    DuplicateLabel: _duplicate,
+    LabelNotFound: _not_found,
+    RunNotFound: _not_found,
+    VersionMismatch: _version_mismatch,
+    DatabaseUnavailable: _unavailable,
+    Exception: _internal,
+}

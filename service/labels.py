@@ -1,0 +1,203 @@
+"""The gold-label use cases: create, update, delete, get and list. They know nothing about HTTP.
+
+Each write is one transaction: lock the label, check the rules, append one event, fold it into
+the read model. Either both are committed or neither is.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events import store
+from events.types import (
+    GENESIS_HASH,
+    NULL,
+    Event,
+    GoldLabelCreated,
+    GoldLabelDeleted,
+    GoldLabelUpdated,
+    PendingEvent,
+    utc_now,
+)
+from projections import read_model
+from projections.fold import LabelState, apply
+from service.bodies import InvalidInput, LabelPatch, NewLabel
+from service.database import Database, violated_constraint
+
+# How often a write is retried after losing a race that the database detected for us.
+_ATTEMPTS = 5
+
+
+class Actor(msgspec.Struct, frozen=True):
+    """Who makes a change, for which account, under which request id, and why."""
+
+    account_id: str
+    user_id: str
+    request_id: str
+    reason: str | None = None
+
+
+class LabelNotFound(Exception):
+    def __init__(self, run_id: str, label_id: str) -> None:
+        super().__init__(f"gold label {label_id} not found in run {run_id}")
+
+
+class RunNotFound(Exception):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} not found: no gold label was ever created on it")
+
+
+class DuplicateLabel(Exception):
+    def __init__(self, output_resource_name: str, existing_id: str) -> None:
+        super().__init__(
+            f"output resource {output_resource_name!r} already has gold label {existing_id}: update that one instead"
+        )
+        self.existing_id = existing_id
+
+
+class VersionMismatch(Exception):
+    def __init__(self, current_version: int) -> None:
+        super().__init__(f"the label is at version {current_version}, not the one in If-Match: fetch it again")
+        self.current_version = current_version
+
+
+class _LostRace(Exception):
+    """Another writer appended to the stream first; the whole use case is tried again."""
+
+
+async def _record(
+    conn: AsyncConnection, actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event
+) -> LabelState:
+    """Append one event after `state` and fold it into the read model, in the caller's transaction."""
+    now = utc_now()
+    pending = PendingEvent(
+        account_id=actor.account_id,
+        stream_id=label_id,
+        version=1 if state is None else state.version + 1,
+        run_id=run_id,
+        data=data,
+        actor=actor.user_id,
+        # Within a label, time never goes backwards, whatever this host's clock says.
+        recorded_at=now if state is None else max(now, state.last_recorded_at),
+        request_id=actor.request_id,
+        reason=actor.reason,
+        prev_hash=GENESIS_HASH if state is None else state.hash,
+    )
+    try:
+        event = await store.append(conn, pending)
+    except sa.exc.IntegrityError as error:
+        if violated_constraint(error) == "uq_events_stream_version":
+            raise _LostRace from error
+        raise
+    new_state = apply(state, event)
+    try:
+        await read_model.save(conn, new_state)
+    except read_model.ProjectionConflict as error:
+        raise _LostRace from error
+    return new_state
+
+
+def _check_value(text_value: str | None, object_value: msgspec.Raw, partial: bool | None) -> None:
+    if text_value is not None and object_value != NULL:
+        raise InvalidInput("a gold label holds a text_value or an object_value, not both")
+    if partial is not None and object_value == NULL:
+        raise InvalidInput("object_value_is_partial only goes with an object_value", "object_value_is_partial")
+
+
+def _updated(state: LabelState, patch: LabelPatch) -> GoldLabelUpdated:
+    """The label's whole value after a partial update (DESIGN.md: PUT is a partial update of the value)."""
+    if patch.output_resource_name is not None and patch.output_resource_name != state.output_resource_name:
+        raise InvalidInput("output_resource_name cannot be changed", "output_resource_name")
+    if patch.text_value is None and patch.object_value == NULL and patch.object_value_is_partial is None:
+        raise InvalidInput("nothing to update: send text_value, object_value or object_value_is_partial")
+    if patch.text_value is not None:
+        _check_value(patch.text_value, patch.object_value, patch.object_value_is_partial)
+        return GoldLabelUpdated(text_value=patch.text_value)
+    if patch.object_value != NULL:
+        return GoldLabelUpdated(object_value=patch.object_value, object_value_is_partial=bool(patch.object_value_is_partial))
+    if state.object_value == NULL:
+        raise InvalidInput(
+            "object_value_is_partial only goes with an object_value, and this label has none", "object_value_is_partial"
+        )
+    return GoldLabelUpdated(object_value=state.object_value, object_value_is_partial=patch.object_value_is_partial)
+
+
+async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -> LabelState:
+    _check_value(new.text_value, new.object_value, new.object_value_is_partial)
+    data = GoldLabelCreated(
+        run_id=run_id,
+        output_resource_name=new.output_resource_name,
+        text_value=new.text_value,
+        object_value=new.object_value,
+        object_value_is_partial=(new.object_value_is_partial or False) if new.object_value != NULL else None,
+    )
+    for _ in range(_ATTEMPTS):
+        try:
+            async with db.write() as conn:
+                existing = await read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
+                if existing is not None:
+                    raise DuplicateLabel(new.output_resource_name, existing)
+                return await _record(conn, actor, None, str(uuid.uuid4()), run_id, data)
+        except sa.exc.IntegrityError as error:
+            # A concurrent create of the same output resource won: report the label it made.
+            if violated_constraint(error) != "uq_gold_labels_live_output":
+                raise
+    raise RuntimeError("could not create the label: it kept clashing with concurrent creates")
+
+
+async def _change(
+    db: Database,
+    actor: Actor,
+    run_id: str,
+    label_id: str,
+    expected_versions: frozenset[int] | None,
+    next_event: Callable[[LabelState], Event],
+) -> LabelState:
+    for _ in range(_ATTEMPTS):
+        try:
+            async with db.write() as conn:
+                state = await read_model.load(conn, actor.account_id, label_id, for_update=True)
+                if state is None or state.deleted or state.run_id != run_id:
+                    raise LabelNotFound(run_id, label_id)
+                if expected_versions is not None and state.version not in expected_versions:
+                    raise VersionMismatch(state.version)
+                return await _record(conn, actor, state, label_id, run_id, next_event(state))
+        except _LostRace:
+            if expected_versions is not None:
+                async with db.read() as conn:
+                    state = await read_model.load(conn, actor.account_id, label_id)
+                raise VersionMismatch(state.version if state else 0) from None
+    raise RuntimeError(f"could not change label {label_id}: it kept losing races with concurrent writers")
+
+
+async def update_label(
+    db: Database, actor: Actor, run_id: str, label_id: str, patch: LabelPatch, expected_versions: frozenset[int] | None
+) -> LabelState:
+    return await _change(db, actor, run_id, label_id, expected_versions, lambda state: _updated(state, patch))
+
+
+async def delete_label(
+    db: Database, actor: Actor, run_id: str, label_id: str, expected_versions: frozenset[int] | None
+) -> LabelState:
+    return await _change(db, actor, run_id, label_id, expected_versions, lambda _state: GoldLabelDeleted())
+
+
+async def get_label(db: Database, account_id: str, run_id: str, label_id: str) -> LabelState:
+    async with db.read() as conn:
+        state = await read_model.load(conn, account_id, label_id)
+    if state is None or state.deleted or state.run_id != run_id:
+        raise LabelNotFound(run_id, label_id)
+    return state
+
+
+async def list_labels(db: Database, account_id: str, run_id: str) -> list[LabelState]:
+    async with db.read() as conn:
+        labels = await read_model.live_labels_of_run(conn, account_id, run_id)
+        if not labels and not await read_model.run_is_known(conn, account_id, run_id):
+            raise RunNotFound(run_id)
+    return labels
