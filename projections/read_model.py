@@ -77,9 +77,7 @@ async def save(conn: AsyncConnection, state: LabelState) -> None:
         raise ProjectionConflict(f"label {state.id} is no longer at version {state.version - 1}")
 
 
-async def load(
-    conn: AsyncConnection, account_id: str, label_id: str, *, for_update: bool = False
-) -> LabelState | None:
+async def load(conn: AsyncConnection, account_id: str, label_id: str, *, for_update: bool = False) -> LabelState | None:
     """One label, tombstones included; `for_update` locks the row until the transaction ends."""
     query = sa.select(gold_labels).where(gold_labels.c.account_id == account_id, gold_labels.c.id == label_id)
     if for_update:

@@ -7,9 +7,10 @@ import uuid
 
 from litestar import Request, Response, Router, delete, get, post, put
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ClientException
 from litestar.middleware import DefineMiddleware
+from litestar.params import FromPath
 
 from service import labels
 from service.auth import READ, WRITE, BearerAuthMiddleware, Principal, requires
@@ -67,9 +68,7 @@ async def _json_body(request: Request) -> bytes:
     if content_type:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
-            raise ClientException(
-                status_code=415, detail=f"send the body as application/json, not {media_type[:60]!r}"
-            )
+            raise ClientException(status_code=415, detail=f"send the body as application/json, not {media_type[:60]!r}")
     return await request.body()
 
 
@@ -83,7 +82,9 @@ def _label_response(state, status_code: int = 200, headers: dict[str, str] | Non
 
 
 @post("/run/{run_id:str}/gold-labels", operation_id="createRunGoldLabel", guards=[requires(WRITE)], status_code=201)
-async def create_gold_label(request: Request, run_id: str, db: Database, settings: Settings) -> Response[bytes]:
+async def create_gold_label(
+    request: Request, run_id: FromPath[str], db: NamedDependency[Database], settings: NamedDependency[Settings]
+) -> Response[bytes]:
     run = _uuid(run_id, "run_id")
     new = decode_new_label(await _json_body(request), settings.max_object_depth)
     state = await labels.create_label(db, _actor(request), run, new)
@@ -91,20 +92,26 @@ async def create_gold_label(request: Request, run_id: str, db: Database, setting
 
 
 @get("/run/{run_id:str}/gold-labels", operation_id="listRunGoldLabels", guards=[requires(READ)])
-async def list_gold_labels(request: Request, run_id: str, db: Database) -> Response[bytes]:
+async def list_gold_labels(request: Request, run_id: FromPath[str], db: NamedDependency[Database]) -> Response[bytes]:
     found = await labels.list_labels(db, request.user.account, _uuid(run_id, "run_id"))
     return Response(content=encode([run_gold_label(state) for state in found]), media_type="application/json")
 
 
 @get("/run/{run_id:str}/gold-label/{gold_label_id:str}", operation_id="getRunGoldLabel", guards=[requires(READ)])
-async def get_gold_label(request: Request, run_id: str, gold_label_id: str, db: Database) -> Response[bytes]:
+async def get_gold_label(
+    request: Request, run_id: FromPath[str], gold_label_id: FromPath[str], db: NamedDependency[Database]
+) -> Response[bytes]:
     run, label = _uuid(run_id, "run_id"), _uuid(gold_label_id, "gold_label_id")
     return _label_response(await labels.get_label(db, request.user.account, run, label))
 
 
 @put("/run/{run_id:str}/gold-label/{gold_label_id:str}", operation_id="updateRunGoldLabel", guards=[requires(WRITE)])
 async def update_gold_label(
-    request: Request, run_id: str, gold_label_id: str, db: Database, settings: Settings
+    request: Request,
+    run_id: FromPath[str],
+    gold_label_id: FromPath[str],
+    db: NamedDependency[Database],
+    settings: NamedDependency[Settings],
 ) -> Response[bytes]:
     run, label = _uuid(run_id, "run_id"), _uuid(gold_label_id, "gold_label_id")
     patch = decode_label_patch(await _json_body(request), settings.max_object_depth)
@@ -118,7 +125,9 @@ async def update_gold_label(
     guards=[requires(WRITE)],
     status_code=204,
 )
-async def delete_gold_label(request: Request, run_id: str, gold_label_id: str, db: Database) -> None:
+async def delete_gold_label(
+    request: Request, run_id: FromPath[str], gold_label_id: FromPath[str], db: NamedDependency[Database]
+) -> None:
     run, label = _uuid(run_id, "run_id"), _uuid(gold_label_id, "gold_label_id")
     await labels.delete_label(db, _actor(request), run, label, _expected_versions(request))
 

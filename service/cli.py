@@ -50,7 +50,9 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     from service.auth import mint_token
 
     if settings.jwt_secret is None:
-        print("goldtrail: token signs with GOLDTRAIL_JWT_SECRET; this service is set up for public keys", file=sys.stderr)
+        print(
+            "goldtrail: token signs with GOLDTRAIL_JWT_SECRET; this service is set up for public keys", file=sys.stderr
+        )
         return 2
     print(
         mint_token(

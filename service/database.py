@@ -75,7 +75,7 @@ def _is_unavailable(error: BaseException) -> bool:
             return True
         # Class 08 is connection trouble, 57P0x an admin shutdown; "database is locked" on SQLite.
         sqlstate = getattr(error.orig, "sqlstate", None) or ""
-        if sqlstate.startswith("08") or sqlstate.startswith("57P"):
+        if sqlstate.startswith(("08", "57P")):
             return True
         if isinstance(error, sa.exc.OperationalError):
             if type(error.orig).__module__.startswith("sqlite3"):

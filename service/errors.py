@@ -32,7 +32,9 @@ def _http_error(request: Request, error: HTTPException) -> Response:
     elif status == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     elif status == 413:
-        message = f"request body is larger than the limit of {request.route_handler.resolve_request_max_body_size()} bytes"
+        message = (
+            f"request body is larger than the limit of {request.route_handler.resolve_request_max_body_size()} bytes"
+        )
     elif status >= 500:
         logger.error("framework error", exc_info=error)
         message = "internal error"
@@ -58,9 +60,7 @@ def _version_mismatch(_request: Request, error: VersionMismatch) -> Response:
 def _unavailable(request: Request, error: DatabaseUnavailable) -> Response:
     logger.warning("database unavailable", extra={"detail": str(error), "request_id": request_id_of(request.scope)})
     retry_after = request.app.state.settings.retry_after_seconds
-    return error_response(
-        503, "the database is unavailable; retry shortly", headers={"Retry-After": str(retry_after)}
-    )
+    return error_response(503, "the database is unavailable; retry shortly", headers={"Retry-After": str(retry_after)})
 
 
 def _internal(request: Request, error: Exception) -> Response:

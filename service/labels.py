@@ -119,7 +119,9 @@ def _updated(state: LabelState, patch: LabelPatch) -> GoldLabelUpdated:
         _check_value(patch.text_value, patch.object_value, patch.object_value_is_partial)
         return GoldLabelUpdated(text_value=patch.text_value)
     if patch.object_value != NULL:
-        return GoldLabelUpdated(object_value=patch.object_value, object_value_is_partial=bool(patch.object_value_is_partial))
+        return GoldLabelUpdated(
+            object_value=patch.object_value, object_value_is_partial=bool(patch.object_value_is_partial)
+        )
     if state.object_value == NULL:
         raise InvalidInput(
             "object_value_is_partial only goes with an object_value, and this label has none", "object_value_is_partial"

@@ -29,7 +29,9 @@ def request_id_of(scope: Scope) -> str:
     return state[REQUEST_ID_KEY]
 
 
-async def logged(app: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send) -> None:
+async def logged(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], scope: Scope, receive: Receive, send: Send
+) -> None:
     started = time.perf_counter()
     request_id = request_id_of(scope)
     status = 500

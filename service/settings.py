@@ -122,7 +122,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if "none" in {a.lower() for a in algorithms}:
         raise SettingsError("GOLDTRAIL_JWT_ALGORITHMS must not allow 'none'")
     if uses_public_keys and hmac:
-        raise SettingsError(f"GOLDTRAIL_JWT_ALGORITHMS must not allow HMAC ({', '.join(sorted(hmac))}) with public keys")
+        raise SettingsError(
+            f"GOLDTRAIL_JWT_ALGORITHMS must not allow HMAC ({', '.join(sorted(hmac))}) with public keys"
+        )
     if not uses_public_keys and set(algorithms) - hmac:
         raise SettingsError("with GOLDTRAIL_JWT_SECRET only HMAC algorithms (HS256, HS384, HS512) can be allowed")
 

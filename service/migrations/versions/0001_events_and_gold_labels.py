@@ -21,9 +21,7 @@ REFUSAL = "goldtrail events are append-only"
 def upgrade() -> None:
     op.create_table(
         "events",
-        sa.Column(
-            "position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True
-        ),
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), primary_key=True),
         sa.Column("account_id", sa.String(255), nullable=False),
         sa.Column("stream_id", sa.String(36), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
