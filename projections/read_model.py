@@ -54,7 +54,7 @@ def _to_row(state: LabelState) -> dict:
     return row
 
 
-def _from_row(row: sa.Row) -> LabelState:
+def from_row(row: sa.Row) -> LabelState:
     mapping = dict(row._mapping)
     value = mapping.pop("object_value")
     return LabelState(**mapping, object_value=NULL if value is None else msgspec.Raw(value.encode()))
@@ -83,7 +83,7 @@ async def load(conn: AsyncConnection, account_id: str, label_id: str, *, for_upd
     if for_update:
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
-    return None if row is None else _from_row(row)
+    return None if row is None else from_row(row)
 
 
 async def live_labels_of_run(conn: AsyncConnection, account_id: str, run_id: str) -> list[LabelState]:
@@ -96,7 +96,7 @@ async def live_labels_of_run(conn: AsyncConnection, account_id: str, run_id: str
         )
         .order_by(gold_labels.c.created_at, gold_labels.c.id)
     )
-    return [_from_row(row) for row in result]
+    return [from_row(row) for row in result]
 
 
 async def run_is_known(conn: AsyncConnection, account_id: str, run_id: str) -> bool:

@@ -1,5 +1,6 @@
-"""Decoding request bodies into commands, losslessly: object values keep their key order, integers
-of any size and decimals digit for digit, and come out as the exact JSON text later reads return."""
+"""Decoding request bodies into commands, losslessly: an object value is kept as the JSON text the
+client sent (only insignificant whitespace removed), so key order, integers of any size, decimals
+digit for digit and all of Unicode come back on every later read exactly as sent."""
 
 from __future__ import annotations
 
@@ -38,24 +39,25 @@ class LabelPatch(msgspec.Struct, frozen=True):
     output_resource_name: str | None = None
 
 
-# The wire shapes: decoded with floats as Decimal, then the object value is re-encoded to text.
+# The wire shapes: the object value stays raw JSON text; it is checked by decoding a copy.
 class _CreateBody(msgspec.Struct):
     output_resource_name: str
     text_value: str | None = None
-    object_value: dict[str, Any] | None = None
+    object_value: msgspec.Raw = NULL
     object_value_is_partial: bool | None = None
 
 
 class _UpdateBody(msgspec.Struct):
     text_value: str | None = None
-    object_value: dict[str, Any] | None = None
+    object_value: msgspec.Raw = NULL
     object_value_is_partial: bool | None = None
     output_resource_name: str | None = None
 
 
-_create_decoder = msgspec.json.Decoder(_CreateBody, float_hook=Decimal)
-_update_decoder = msgspec.json.Decoder(_UpdateBody, float_hook=Decimal)
-_value_encoder = msgspec.json.Encoder(decimal_format="number")
+_create_decoder = msgspec.json.Decoder(_CreateBody)
+_update_decoder = msgspec.json.Decoder(_UpdateBody)
+# Decimal floats: any number of digits parses, so only absurd integers (> 4300 digits) are refused.
+_object_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 _FIELD = re.compile(r"^\$\.([A-Za-z_]+)")
 _MISSING = re.compile(r"missing required field `([A-Za-z_]+)`")
 
@@ -91,25 +93,32 @@ def _check_text(value: str | None, field: str) -> None:
         raise InvalidInput(f"{field} contains the character U+0000, which cannot be stored", field)
 
 
-def _object_text(value: dict[str, Any] | None, max_depth: int) -> msgspec.Raw:
-    """Check nesting depth and U+0000 everywhere in the object, then encode it compactly."""
-    if value is None:
+def _object_text(raw: msgspec.Raw, max_depth: int) -> msgspec.Raw:
+    """Check that the object value is an object, not nested too deep and free of U+0000; return it compacted."""
+    if raw == NULL:
         return NULL
+    try:
+        value = _object_decoder.decode(raw)
+    except msgspec.ValidationError as error:
+        message, _, where = str(error).partition(" - at `")
+        where = where.rstrip("`").replace("$", "object_value", 1) or "object_value"
+        raise InvalidInput(f"{where}: {message}", "object_value") from None
+    except RecursionError:
+        raise InvalidInput("object_value is nested too deeply", "object_value") from None
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > max_depth:
             raise InvalidInput(f"object_value is nested deeper than {max_depth} levels", "object_value")
-        children = node.values() if isinstance(node, dict) else node
         if isinstance(node, dict):
             for key in node:
                 _check_text(key, "object_value")
-        for child in children:
+        for child in node.values() if isinstance(node, dict) else node:
             if isinstance(child, dict | list):
                 stack.append((child, depth + 1))
             elif isinstance(child, str):
                 _check_text(child, "object_value")
-    return msgspec.Raw(_value_encoder.encode(value))
+    return msgspec.Raw(msgspec.json.format(raw, indent=-1))
 
 
 def _check_name(name: str | None) -> None:
