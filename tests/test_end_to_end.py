@@ -1,0 +1,68 @@
+"""The real `goldtrail serve`, started as a user would: with no settings at all, it keeps its data
+in a local folder, makes a development secret, and answers the README's curl session verbatim."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_curl_session() -> str:
+    text = README.read_text()
+    block = re.search(r"<!-- curl-session -->\s*```sh\n(.*?)```\s*<!-- /curl-session -->", text, re.S)
+    assert block, "README.md lost its marked curl session"
+    return block.group(1)
+
+
+def test_readme_curl_session_works_against_the_embedded_default(tmp_path):
+    env = clean_environment()
+    with goldtrail_serve(tmp_path, env) as base:
+        script = readme_curl_session().replace("http://127.0.0.1:8000", base)
+        # The README runs in the folder the service was started from; so does this.
+        (tmp_path / ".venv").symlink_to(Path(GOLDTRAIL).parent.parent)
+        session = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+    assert session.returncode == 0, session.stdout + session.stderr
+    out = session.stdout
+    assert '"text_value":"The cat sat on the mat."' in session.stderr  # the create, shown through tee
+    assert '"score":0.98765432109876543210' in out  # the decimal kept every digit
+    assert "deleted: 204" in out
+    assert out.rstrip().endswith("[]")
+
+
+def test_embedded_default_keeps_data_and_a_private_secret_in_the_local_folder(tmp_path):
+    env = clean_environment()
+    with goldtrail_serve(tmp_path, env) as base:
+        token = subprocess.run(
+            [GOLDTRAIL, "token", "--user", "u", "--account", "a"], cwd=tmp_path, env=env, capture_output=True, text=True
+        ).stdout.strip()
+        run = "0b5c9b5e-1c56-4a53-9a3b-6e7d2f9c8a10"
+        created = httpx.post(
+            f"{base}/v1/run/{run}/gold-labels",
+            json={"output_resource_name": "o", "text_value": "kept"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert created.status_code == 201
+    secret = tmp_path / ".goldtrail" / "dev-jwt-secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert (tmp_path / ".goldtrail" / "goldtrail.sqlite3").is_file()
+    # A restart finds the same data and accepts the same token (the secret persisted).
+    with goldtrail_serve(tmp_path, env) as base:
+        listed = httpx.get(f"{base}/v1/run/{run}/gold-labels", headers={"Authorization": f"Bearer {token}"})
+    assert listed.status_code == 200 and listed.json()[0]["text_value"] == "kept"
+
+
+def test_serve_refuses_to_start_on_postgres_without_a_key(tmp_path):
+    env = clean_environment(GOLDTRAIL_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    result = subprocess.run([GOLDTRAIL, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "GOLDTRAIL_JWT_SECRET" in result.stderr
