@@ -1,0 +1,128 @@
+"""Many clients writing one label through two real `goldtrail serve` processes on one database:
+every acknowledged PUT is exactly one event, versions run 1..n without gaps, nothing is 5xx, and
+with If-Match exactly one of the racers wins."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from events import store
+from events.schema import events
+from projections.fold import fold
+from service.database import sync_url
+from service.migrate import migrate
+from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
+from tests.servers import clean_environment, goldtrail_serve
+
+THREADS = 16
+PUTS_PER_THREAD = 20
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_servers(request, tmp_path):
+    url = fresh_database_url(request.param, tmp_path)
+    migrate(url)
+    env = clean_environment(GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET)
+    try:
+        with goldtrail_serve(tmp_path, env) as first, goldtrail_serve(tmp_path, env) as second:
+            yield url, [first, second]
+    finally:
+        if request.param == "postgres":
+            drop_postgres_database(url)
+
+
+def stored_stream(url: str, label_id: str):
+    engine = sa.create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(events).where(events.c.stream_id == label_id).order_by(events.c.position))
+            return [store.from_row(row) for row in rows]
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_puts_without_if_match_are_all_applied(two_servers):
+    url, servers = two_servers
+    headers = {"Authorization": f"Bearer {token()}"}
+    run = str(uuid.uuid4())
+    label = httpx.post(f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": "hot"}, headers=headers)
+    label_id = label.json()["id"]
+
+    def writer(n: int) -> list[tuple[int, str | None, str]]:
+        results = []
+        with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
+            for i in range(PUTS_PER_THREAD):
+                value = f"writer {n} put {i}"
+                response = client.put(f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": value})
+                results.append((response.status_code, response.headers.get("etag"), value))
+        return results
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        results = [result for batch in pool.map(writer, range(THREADS)) for result in batch]
+
+    statuses = Counter(status for status, _, _ in results)
+    assert statuses == {200: THREADS * PUTS_PER_THREAD}, statuses
+    etags = [etag for _, etag, _ in results]
+    assert len(set(etags)) == len(etags)  # each acknowledged PUT got its own version
+
+    history = stored_stream(url, label_id)
+    assert [event.version for event in history] == list(range(1, THREADS * PUTS_PER_THREAD + 2))
+    assert sorted(event.data.text_value for event in history[1:]) == sorted(value for _, _, value in results)
+    assert all(a.recorded_at <= b.recorded_at for a, b in zip(history, history[1:], strict=False))
+    final = httpx.get(f"{servers[1]}/v1/run/{run}/gold-label/{label_id}", headers=headers)
+    assert final.headers["etag"] == f'"{len(history)}"'
+    assert final.json()["text_value"] == fold(history).text_value
+
+
+def test_exactly_one_if_match_racer_wins(two_servers):
+    url, servers = two_servers
+    headers = {"Authorization": f"Bearer {token()}"}
+    run = str(uuid.uuid4())
+    label_id = httpx.post(
+        f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": "race"}, headers=headers
+    ).json()["id"]
+    for round_number in range(1, 4):
+        start = threading.Barrier(THREADS)
+
+        def racer(n: int, expected: int = round_number) -> int:
+            with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
+                start.wait()
+                response = client.put(
+                    f"/v1/run/{run}/gold-label/{label_id}",
+                    json={"text_value": f"racer {n}"},
+                    headers={"If-Match": f'"{expected}"'},
+                )
+                return response.status_code
+
+        with ThreadPoolExecutor(THREADS) as pool:
+            statuses = Counter(pool.map(racer, range(THREADS)))
+        assert statuses == {200: 1, 412: THREADS - 1}, statuses
+    assert [event.version for event in stored_stream(url, label_id)] == [1, 2, 3, 4]
+
+
+def test_concurrent_creates_of_one_output_resource_make_one_label(two_servers):
+    url, servers = two_servers
+    headers = {"Authorization": f"Bearer {token()}"}
+    run = str(uuid.uuid4())
+    start = threading.Barrier(THREADS)
+
+    def creator(n: int) -> httpx.Response:
+        with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
+            start.wait()
+            return client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": "once"})
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        responses = list(pool.map(creator, range(THREADS)))
+    statuses = Counter(response.status_code for response in responses)
+    assert statuses == {201: 1, 409: THREADS - 1}, statuses
+    (winner,) = [response.json()["id"] for response in responses if response.status_code == 201]
+    assert {response.json()["existing_id"] for response in responses if response.status_code == 409} == {winner}
+    listed = httpx.get(f"{servers[1]}/v1/run/{run}/gold-labels", headers=headers).json()
+    assert [label["id"] for label in listed] == [winner]
