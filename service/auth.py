@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jwt
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
@@ -40,7 +41,15 @@ class AuthenticationFailed(Exception):
     """The token is missing or cannot be trusted; the message says why, without echoing the token."""
 
 
-_PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----.+?-----END PUBLIC KEY-----", re.S)
+_PEM_BLOCK = re.compile(r"-----BEGIN (?:RSA )?PUBLIC KEY-----.+?-----END (?:RSA )?PUBLIC KEY-----", re.S)
+# Which kind of key each algorithm family verifies with; a key of another kind is never tried.
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "HS": (str,),
+    "RS": (rsa.RSAPublicKey,),
+    "PS": (rsa.RSAPublicKey,),
+    "ES": (ec.EllipticCurvePublicKey,),
+    "Ed": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+}
 
 
 def _pem_keys(path: Path) -> list:
@@ -48,7 +57,18 @@ def _pem_keys(path: Path) -> list:
     blocks = _PEM_BLOCK.findall(path.read_text())
     if not blocks:
         raise SettingsError(f"{str(path)!r} holds no PEM public key ('-----BEGIN PUBLIC KEY-----')")
-    return [load_pem_public_key(block.encode()) for block in blocks]
+    try:
+        return [load_pem_public_key(block.encode()) for block in blocks]
+    except ValueError as error:
+        raise SettingsError(f"{str(path)!r} holds a PEM block that is not a usable public key: {error}") from None
+
+
+def _jwks_keys(path: Path) -> list[tuple[str | None, object]]:
+    try:
+        jwks = jwt.PyJWKSet.from_dict(json.loads(path.read_text()))
+    except (ValueError, jwt.PyJWTError) as error:
+        raise SettingsError(f"{str(path)!r} is not a usable JWKS file: {error}") from None
+    return [(jwk.key_id, jwk.key) for jwk in jwks.keys]
 
 
 class TokenVerifier:
@@ -65,17 +85,17 @@ class TokenVerifier:
         for path in settings.jwt_public_key_files:
             self._keys.extend((None, key) for key in _pem_keys(path))
         if settings.jwt_jwks_file is not None:
-            jwks = jwt.PyJWKSet.from_dict(json.loads(settings.jwt_jwks_file.read_text()))
-            self._keys.extend((jwk.key_id, jwk.key) for jwk in jwks.keys)
+            self._keys.extend(_jwks_keys(settings.jwt_jwks_file))
 
-    def _candidates(self, header: dict) -> list[object]:
+    def _candidates(self, header: dict, algorithm: str) -> list[object]:
         kid = header.get("kid")
-        if kid is not None and any(key_id is not None for key_id, _ in self._keys):
-            keys = [key for key_id, key in self._keys if key_id == kid]
+        keys = self._keys
+        if kid is not None and any(key_id is not None for key_id, _ in keys):
+            keys = [(key_id, key) for key_id, key in keys if key_id == kid]
             if not keys:
                 raise AuthenticationFailed("token is signed with an unknown key id (kid)")
-            return keys
-        return [key for _, key in self._keys]
+        fitting = _KEY_TYPES.get(algorithm[:2], ())
+        return [key for _, key in keys if isinstance(key, fitting)]
 
     def verify(self, token: str) -> Principal:
         try:
@@ -88,7 +108,7 @@ class TokenVerifier:
                 f"token algorithm {str(algorithm)[:20]!r} is not accepted; use {', '.join(self._algorithms)}"
             )
         claims = None
-        for key in self._candidates(header):
+        for key in self._candidates(header, algorithm):
             try:
                 claims = jwt.decode(
                     token,
@@ -127,8 +147,10 @@ class TokenVerifier:
         value = claims.get(name)
         if not isinstance(value, str) or not value.strip():
             raise AuthenticationFailed(f"token has no {name!r} claim (a non-empty string)")
-        if len(value) > MAX_IDENTITY_LENGTH or "\x00" in value:
+        if len(value) > MAX_IDENTITY_LENGTH:
             raise AuthenticationFailed(f"token claim {name!r} is longer than {MAX_IDENTITY_LENGTH} characters")
+        if "\x00" in value:
+            raise AuthenticationFailed(f"token claim {name!r} contains U+0000")
         return value
 
 

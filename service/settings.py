@@ -72,6 +72,29 @@ def _words(raw: str | None) -> tuple[str, ...]:
     return tuple(word for word in (raw or "").replace(",", " ").split() if word)
 
 
+_ALGORITHMS = {
+    name.lower(): name
+    for name in (
+        *("HS256", "HS384", "HS512", "RS256", "RS384", "RS512"),
+        *("PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"),
+    )
+}
+
+
+def _algorithms(raw: str | None) -> tuple[str, ...]:
+    """The allow-list, spelled as PyJWT spells it; 'none' and unknown names are refused."""
+    names = []
+    for word in _words(raw):
+        if word.lower() == "none":
+            raise SettingsError("GOLDTRAIL_JWT_ALGORITHMS must not allow 'none'")
+        if word.lower() not in _ALGORITHMS:
+            raise SettingsError(
+                f"GOLDTRAIL_JWT_ALGORITHMS: unknown algorithm {word!r}; use e.g. HS256, RS256, ES256, EdDSA"
+            )
+        names.append(_ALGORITHMS[word.lower()])
+    return tuple(names)
+
+
 def dev_secret(data_dir: Path) -> str:
     """The embedded default's signing secret: made once, kept in the data folder, readable by its owner only."""
     path = data_dir / DEV_SECRET_FILE
@@ -115,12 +138,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if secret is not None and len(secret.encode()) < 32:
         raise SettingsError("GOLDTRAIL_JWT_SECRET must be at least 32 bytes long")
 
-    algorithms = _words(env.get("GOLDTRAIL_JWT_ALGORITHMS")) or (
+    algorithms = _algorithms(env.get("GOLDTRAIL_JWT_ALGORITHMS")) or (
         ("RS256", "ES256", "EdDSA") if uses_public_keys else ("HS256",)
     )
-    hmac = {a for a in algorithms if a.upper().startswith("HS")}
-    if "none" in {a.lower() for a in algorithms}:
-        raise SettingsError("GOLDTRAIL_JWT_ALGORITHMS must not allow 'none'")
+    hmac = {a for a in algorithms if a.startswith("HS")}
     if uses_public_keys and hmac:
         raise SettingsError(
             f"GOLDTRAIL_JWT_ALGORITHMS must not allow HMAC ({', '.join(sorted(hmac))}) with public keys"

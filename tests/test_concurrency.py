@@ -4,6 +4,7 @@ with If-Match exactly one of the racers wins."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections import Counter
@@ -75,10 +76,24 @@ def test_concurrent_puts_without_if_match_are_all_applied(two_servers):
     history = stored_stream(url, label_id)
     assert [event.version for event in history] == list(range(1, THREADS * PUTS_PER_THREAD + 2))
     assert sorted(event.data.text_value for event in history[1:]) == sorted(value for _, _, value in results)
-    assert all(a.recorded_at <= b.recorded_at for a, b in zip(history, history[1:], strict=False))
+    assert all(a.recorded_at <= b.recorded_at for a, b in itertools.pairwise(history))
     final = httpx.get(f"{servers[1]}/v1/run/{run}/gold-label/{label_id}", headers=headers)
     assert final.headers["etag"] == f'"{len(history)}"'
     assert final.json()["text_value"] == fold(history).text_value
+
+
+def race(servers: list[str], headers: dict[str, str], path: str, expected: int) -> list[int]:
+    """THREADS clients PUT with the same If-Match at the same moment; returns their statuses."""
+    start = threading.Barrier(THREADS)
+
+    def racer(n: int) -> int:
+        with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
+            start.wait()
+            response = client.put(path, json={"text_value": f"racer {n}"}, headers={"If-Match": f'"{expected}"'})
+            return response.status_code
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(racer, range(THREADS)))
 
 
 def test_exactly_one_if_match_racer_wins(two_servers):
@@ -88,27 +103,14 @@ def test_exactly_one_if_match_racer_wins(two_servers):
     label_id = httpx.post(
         f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": "race"}, headers=headers
     ).json()["id"]
-    for round_number in range(1, 4):
-        start = threading.Barrier(THREADS)
-
-        def racer(n: int, expected: int = round_number) -> int:
-            with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
-                start.wait()
-                response = client.put(
-                    f"/v1/run/{run}/gold-label/{label_id}",
-                    json={"text_value": f"racer {n}"},
-                    headers={"If-Match": f'"{expected}"'},
-                )
-                return response.status_code
-
-        with ThreadPoolExecutor(THREADS) as pool:
-            statuses = Counter(pool.map(racer, range(THREADS)))
+    for expected in range(1, 4):
+        statuses = Counter(race(servers, headers, f"/v1/run/{run}/gold-label/{label_id}", expected))
         assert statuses == {200: 1, 412: THREADS - 1}, statuses
     assert [event.version for event in stored_stream(url, label_id)] == [1, 2, 3, 4]
 
 
 def test_concurrent_creates_of_one_output_resource_make_one_label(two_servers):
-    url, servers = two_servers
+    _, servers = two_servers
     headers = {"Authorization": f"Bearer {token()}"}
     run = str(uuid.uuid4())
     start = threading.Barrier(THREADS)

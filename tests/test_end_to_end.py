@@ -29,7 +29,12 @@ def test_readme_curl_session_works_against_the_embedded_default(tmp_path):
         # The README runs in the folder the service was started from; so does this.
         (tmp_path / ".venv").symlink_to(Path(GOLDTRAIL).parent.parent)
         session = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert session.returncode == 0, session.stdout + session.stderr
     out = session.stdout
