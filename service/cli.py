@@ -15,9 +15,11 @@ logger = logging.getLogger("goldtrail")
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
+    from service.auth import TokenVerifier
     from service.migrate import migrate
     from service.request_log import configure_logging
 
+    TokenVerifier(settings)  # fail now, with a clear message, on an unusable key file
     configure_logging(settings.log_level)
     revision = migrate(settings.database_url)
     logger.info("schema is at migration %s", revision)
@@ -95,11 +97,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        return args.run(load_settings(), args)
     except SettingsError as error:
         print(f"goldtrail: {error}", file=sys.stderr)
         return 2
-    return args.run(settings, args)
 
 
 if __name__ == "__main__":

@@ -71,3 +71,12 @@ def test_serve_refuses_to_start_on_postgres_without_a_key(tmp_path):
     result = subprocess.run([GOLDTRAIL, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "GOLDTRAIL_JWT_SECRET" in result.stderr
+
+
+def test_serve_refuses_to_start_with_an_unusable_key_file(tmp_path):
+    jwks = tmp_path / "keys.json"
+    jwks.write_text("{not json")
+    env = clean_environment(GOLDTRAIL_JWT_JWKS=str(jwks))
+    result = subprocess.run([GOLDTRAIL, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "not a usable JWKS file" in result.stderr and "Traceback" not in result.stderr
