@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,20 +49,7 @@ async def append(conn: AsyncConnection, event: PendingEvent) -> RecordedEvent:
             "hash": digest,
         },
     )
-    return RecordedEvent(
-        position=result.scalar_one(),
-        account_id=event.account_id,
-        stream_id=event.stream_id,
-        version=event.version,
-        run_id=event.run_id,
-        data=event.data,
-        actor=event.actor,
-        recorded_at=event.recorded_at,
-        request_id=event.request_id,
-        reason=event.reason,
-        prev_hash=event.prev_hash,
-        hash=digest,
-    )
+    return RecordedEvent(**msgspec.structs.asdict(event), position=result.scalar_one(), hash=digest)
 
 
 def from_row(row: sa.Row) -> RecordedEvent:

@@ -59,25 +59,11 @@ class PendingEvent(msgspec.Struct, frozen=True):
         return type(self.data).__struct_config__.tag  # type: ignore[return-value]
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
+class RecordedEvent(PendingEvent, frozen=True):
     """An event as stored: the pending event plus its global position and its chain hash."""
 
     position: int
-    account_id: str
-    stream_id: str
-    version: int
-    run_id: str
-    data: Event
-    actor: str
-    recorded_at: datetime
-    request_id: str
-    reason: str | None
-    prev_hash: str
     hash: str
-
-    @property
-    def type(self) -> str:
-        return type(self.data).__struct_config__.tag  # type: ignore[return-value]
 
 
 _encoder = msgspec.json.Encoder()

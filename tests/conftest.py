@@ -92,6 +92,17 @@ def token(account: str = "acme", user: str = "alice", *, secret: str = SECRET, t
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, algorithm="HS256")
 
 
+def assert_error(response, status: int, *fragments: str) -> dict:
+    """The response has this status and a JSON `{"error": ...}` body mentioning each fragment."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert isinstance(body["error"], str) and body["error"]
+    for fragment in fragments:
+        assert fragment in body["error"], body
+    return body
+
+
 def auth(account: str = "acme", user: str = "alice", **claims: object) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(account, user, **claims)}"}
 

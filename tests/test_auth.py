@@ -25,7 +25,7 @@ from litestar.testing import TestClient
 
 from service.app import create_app
 from service.settings import Settings, SettingsError, load_settings
-from tests.conftest import SECRET, auth, make_settings, token
+from tests.conftest import SECRET, assert_error, auth, make_settings, token
 
 OTHER_SECRET = "another-secret-that-is-long-enough-0123456789"
 HS512_SECRET = "a-secret-of-64-bytes-as-rfc-7518-wants-for-hs512-".ljust(64, "x")
@@ -33,16 +33,6 @@ READ, WRITE, AUDIT = "gold_labels:read", "gold_labels:write", "audit:read"
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def assert_error(response, status: int, *fragments: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    for fragment in fragments:
-        assert fragment in body["error"], body
-    return body
 
 
 def assert_unauthorized(response, *fragments: str, sent: str | None = None) -> dict:

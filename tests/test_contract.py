@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import auth
+from tests.conftest import assert_error, auth
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 FIELDS = {
@@ -43,16 +43,6 @@ def created(client, run_id: str, **body) -> dict:
     response = create(client, run_id, **body)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def assert_error(response, status: int, *fragments: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    for fragment in fragments:
-        assert fragment in body["error"], body
-    return body
 
 
 # --- create -------------------------------------------------------------------------------------
