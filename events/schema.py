@@ -29,8 +29,28 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class XID8(sa.types.UserDefinedType):
+    """PostgreSQL's 64-bit transaction id; sent and read as text, exposed as int."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **_kw) -> str:
+        return "XID8"
+
+    def bind_expression(self, bindvalue):
+        return sa.cast(bindvalue, sa.Text).op("::")(sa.literal_column("xid8"))
+
+    def bind_processor(self, dialect):
+        return lambda value: None if value is None else str(value)
+
+    def result_processor(self, dialect, coltype):
+        return lambda value: None if value is None else int(value)
+
+
 # SQLite only auto-assigns an INTEGER PRIMARY KEY, so the 64-bit position is INTEGER there.
 Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# The writing transaction (PostgreSQL); always 0 on SQLite, whose single writer commits in position order.
+TransactionId = sa.Integer().with_variant(XID8(), "postgresql")
 
 events = sa.Table(
     "events",
@@ -48,8 +68,12 @@ events = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # Filled by the database's default (see migration 0002); never written by goldtrail.
+    sa.Column("tx_id", TransactionId, nullable=False),
     # The arbiter of optimistic concurrency: one event per (stream, version).
     sa.UniqueConstraint("account_id", "stream_id", "version", name="uq_events_stream_version"),
     sa.Index("ix_events_account_position", "account_id", "position"),
     sa.Index("ix_events_account_run", "account_id", "run_id", "position"),
+    sa.Index("ix_events_feed", "tx_id", "position"),
+    sa.Index("ix_events_account_feed", "account_id", "tx_id", "position"),
 )

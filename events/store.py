@@ -13,7 +13,7 @@ from events.chain import seal
 from events.schema import events
 from events.types import PendingEvent, RecordedEvent, decode_data
 
-_COLUMNS = (
+COLUMNS = (
     events.c.position,
     events.c.account_id,
     events.c.stream_id,
@@ -72,7 +72,7 @@ def from_row(row: sa.Row) -> RecordedEvent:
 async def read_stream(conn: AsyncConnection, account_id: str, stream_id: str) -> list[RecordedEvent]:
     """Every event of one stream, oldest first."""
     result = await conn.execute(
-        sa.select(*_COLUMNS)
+        sa.select(*COLUMNS)
         .where(events.c.account_id == account_id, events.c.stream_id == stream_id)
         .order_by(events.c.version)
     )
@@ -81,6 +81,6 @@ async def read_stream(conn: AsyncConnection, account_id: str, stream_id: str) ->
 
 async def read_all(conn: AsyncConnection, batch_size: int = 5000) -> AsyncIterator[RecordedEvent]:
     """Every event of every account in position order, streamed in batches of bounded memory."""
-    result = await conn.stream(sa.select(*_COLUMNS).order_by(events.c.position).execution_options(yield_per=batch_size))
+    result = await conn.stream(sa.select(*COLUMNS).order_by(events.c.position).execution_options(yield_per=batch_size))
     async for row in result:
         yield from_row(row)

@@ -5,13 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar
+from litestar import Litestar, Router
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from service.api import healthz, readyz, v1
-from service.auth import TokenVerifier
+from service.api import LABEL_ROUTES, healthz, readyz
+from service.audit_api import AUDIT_ROUTES
+from service.auth import BearerAuthMiddleware, TokenVerifier
 from service.database import Database
 from service.errors import EXCEPTION_HANDLERS
 from service.request_log import configure_logging, logged
@@ -28,6 +32,27 @@ class GoldtrailApp(Litestar):
         await logged(super().__call__, scope, receive, send)
 
 
+def _provide_db(state: State) -> Database:
+    return state.db
+
+
+def _provide_settings(state: State) -> Settings:
+    return state.settings
+
+
+def _v1() -> Router:
+    """Every /v1 route: bearer auth on all of them, the database and settings as dependencies."""
+    return Router(
+        path="/v1",
+        route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES],
+        middleware=[DefineMiddleware(BearerAuthMiddleware)],
+        dependencies={
+            "db": Provide(_provide_db, sync_to_thread=False),
+            "settings": Provide(_provide_settings, sync_to_thread=False),
+        },
+    )
+
+
 def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
@@ -38,7 +63,7 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.db.close()
 
     app = GoldtrailApp(
-        route_handlers=[v1, healthz, readyz],
+        route_handlers=[_v1(), healthz, readyz],
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

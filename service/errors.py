@@ -7,6 +7,7 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from service.audit import PositionNotFound
 from service.bodies import InvalidInput
 from service.database import DatabaseUnavailable
 from service.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
@@ -75,6 +76,7 @@ EXCEPTION_HANDLERS = {
     DuplicateLabel: _duplicate,
     LabelNotFound: _not_found,
     RunNotFound: _not_found,
+    PositionNotFound: _not_found,
     VersionMismatch: _version_mismatch,
     DatabaseUnavailable: _unavailable,
     Exception: _internal,

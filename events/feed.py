@@ -1,0 +1,113 @@
+"""The global feed: every committed event exactly once, in an order that never changes.
+
+On PostgreSQL positions are handed out before commit, so "position > cursor" would skip an event
+whose transaction commits after a later one. The feed is therefore ordered by (transaction id,
+position) and only reads transactions older than every one still in flight: below that horizon
+nothing new can ever appear, so a cursor never skips. SQLite has a single writer whose positions are
+in commit order; there every tx_id is 0 and the order is simply the position order.
+
+A cursor is "<tx_id>-<position>" of the last event read; the empty cursor is the start of the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from events.schema import XID8, events
+from events.store import COLUMNS, from_row
+from events.types import RecordedEvent
+
+START = "0-0"
+
+
+class BadCursor(ValueError):
+    """The cursor was not made by this feed."""
+
+
+class FeedPoint(msgspec.Struct, frozen=True, order=True):
+    tx_id: int
+    position: int
+
+    @property
+    def cursor(self) -> str:
+        return f"{self.tx_id}-{self.position}"
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> FeedPoint:
+        tx_id, _, position = (cursor or START).partition("-")
+        if not (tx_id.isdigit() and position.isdigit()) or len(cursor or "") > 60:
+            raise BadCursor(f"{(cursor or '')[:60]!r} is not a cursor of this feed: pass back a 'next' value")
+        return cls(int(tx_id), int(position))
+
+
+def _tx_value(conn: AsyncConnection, tx_id: int):
+    return sa.cast(sa.literal(str(tx_id)), XID8()) if conn.dialect.name == "postgresql" else sa.literal(tx_id)
+
+
+def _feed_query(conn: AsyncConnection, account_id: str | None, after: FeedPoint) -> sa.Select:
+    query = sa.select(*COLUMNS, events.c.tx_id).order_by(events.c.tx_id, events.c.position)
+    if account_id is not None:
+        query = query.where(events.c.account_id == account_id)
+    if after != FeedPoint.parse(START):
+        query = query.where(
+            sa.tuple_(events.c.tx_id, events.c.position) > sa.tuple_(_tx_value(conn, after.tx_id), after.position)
+        )
+    if conn.dialect.name == "postgresql":
+        horizon = sa.func.pg_snapshot_xmin(sa.func.pg_current_snapshot())
+        query = query.where(events.c.tx_id < horizon)
+    return query
+
+
+async def read_page(
+    conn: AsyncConnection, account_id: str | None, after: FeedPoint, limit: int
+) -> list[tuple[FeedPoint, RecordedEvent]]:
+    """Up to `limit` events after the cursor, in feed order, each with its own feed point."""
+    result = await conn.execute(_feed_query(conn, account_id, after).limit(limit))
+    return [(FeedPoint(row.tx_id, row.position), from_row(row)) for row in result]
+
+
+async def stream(
+    conn: AsyncConnection, account_id: str | None, after: FeedPoint, batch_size: int = 2000
+) -> AsyncIterator[tuple[FeedPoint, RecordedEvent]]:
+    """Every event after the cursor, read with a server-side cursor so memory stays flat."""
+    result = await conn.stream(_feed_query(conn, account_id, after).execution_options(yield_per=batch_size))
+    async for row in result:
+        yield FeedPoint(row.tx_id, row.position), from_row(row)
+
+
+async def point_of(conn: AsyncConnection, account_id: str, position: int) -> FeedPoint | None:
+    query = sa.select(events.c.tx_id).where(events.c.account_id == account_id, events.c.position == position)
+    tx_id = (await conn.execute(query)).scalar_one_or_none()
+    return None if tx_id is None else FeedPoint(tx_id, position)
+
+
+async def newest_point(conn: AsyncConnection, account_id: str) -> FeedPoint | None:
+    """The last event of the account's feed that is final (below the commit horizon)."""
+    query = _feed_query(conn, account_id, FeedPoint.parse(START)).order_by(None)
+    query = query.order_by(events.c.tx_id.desc(), events.c.position.desc()).limit(1)
+    row = (await conn.execute(query)).first()
+    return None if row is None else FeedPoint(row.tx_id, row.position)
+
+
+async def digest(conn: AsyncConnection, account_id: str, upto: FeedPoint) -> str:
+    """SHA-256 over (position, hash) of every account event up to `upto`, in feed order.
+
+    Each event's hash already covers its content and its predecessor, so changing, removing or
+    reordering anything at or before `upto` changes this value.
+    """
+    running = hashlib.sha256()
+    query = (
+        sa.select(events.c.position, events.c.hash)
+        .where(events.c.account_id == account_id)
+        .where(sa.tuple_(events.c.tx_id, events.c.position) <= sa.tuple_(_tx_value(conn, upto.tx_id), upto.position))
+        .order_by(events.c.tx_id, events.c.position)
+        .execution_options(yield_per=5000)
+    )
+    async for position, event_hash in await conn.stream(query):
+        running.update(f"{position}:{event_hash}\n".encode())
+    return running.hexdigest()

@@ -1,0 +1,90 @@
+"""Routes for auditors: label history, the event feed (paged JSON or streamed JSON Lines) and digests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from litestar import Request, Response, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery
+from litestar.response import Stream
+
+from events.feed import BadCursor, FeedPoint
+from events.types import parse_time
+from service import audit
+from service.auth import AUDIT, requires
+from service.bodies import InvalidInput
+from service.database import Database
+from service.http_input import canonical_uuid
+from service.views import encode
+
+NDJSON = "application/x-ndjson"
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+
+
+def parse_moment(value: str) -> datetime:
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise InvalidInput(
+            f"as_of must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", "as_of"
+        ) from None
+
+
+def parse_count(value: str | None, name: str, *, default: int | None = None, maximum: int | None = None) -> int | None:
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1 or (maximum is not None and int(value) > maximum):
+        limit = f" up to {maximum}" if maximum else ""
+        raise InvalidInput(f"{name} must be a whole number from 1{limit}, got {value[:30]!r}", name)
+    return int(value)
+
+
+@get(
+    "/run/{run_id:str}/gold-label/{gold_label_id:str}/history",
+    operation_id="getRunGoldLabelHistory",
+    guards=[requires(AUDIT)],
+)
+async def label_history(
+    request: Request, run_id: FromPath[str], gold_label_id: FromPath[str], db: NamedDependency[Database]
+) -> Response[bytes]:
+    run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
+    entries = await audit.label_history(db, request.user.account, run, label)
+    return Response(content=encode(entries), media_type="application/json")
+
+
+@get("/events", operation_id="listEvents", guards=[requires(AUDIT)])
+async def events_feed(
+    request: Request,
+    db: NamedDependency[Database],
+    after: FromQuery[str | None] = None,
+    limit: FromQuery[str | None] = None,
+) -> Response:
+    try:
+        point = FeedPoint.parse(after)
+    except BadCursor as error:
+        raise InvalidInput(str(error), "after") from None
+    if NDJSON in request.headers.get("accept", ""):
+        return Stream(_lines(audit.feed_stream(db, request.user.account, point)), media_type=NDJSON)
+    size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    page, next_cursor = await audit.feed_page(db, request.user.account, point, size)
+    return Response(content=encode({"events": page, "next": next_cursor}), media_type="application/json")
+
+
+async def _lines(events: AsyncIterator[audit.FeedEvent]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield encode(event) + b"\n"
+
+
+@get("/audit/digest", operation_id="getLogDigest", guards=[requires(AUDIT)])
+async def log_digest(
+    request: Request, db: NamedDependency[Database], position: FromQuery[str | None] = None
+) -> Response[bytes]:
+    if position is not None and position != "0":
+        parse_count(position, "position")
+    digest = await audit.log_digest(db, request.user.account, None if position is None else int(position))
+    return Response(content=encode(digest), media_type="application/json")
+
+
+AUDIT_ROUTES = [label_history, events_feed, log_digest]
