@@ -49,10 +49,13 @@ def _tx_value(conn: AsyncConnection, tx_id: int):
     return sa.cast(sa.literal(str(tx_id)), XID8()) if conn.dialect.name == "postgresql" else sa.literal(tx_id)
 
 
+def _of_account(query: sa.Select, account_id: str | None) -> sa.Select:
+    """One account's events, or the whole log (for operators) when no account is named."""
+    return query if account_id is None else query.where(events.c.account_id == account_id)
+
+
 def _feed_query(conn: AsyncConnection, account_id: str | None, after: FeedPoint) -> sa.Select:
-    query = sa.select(*COLUMNS, events.c.tx_id).order_by(events.c.tx_id, events.c.position)
-    if account_id is not None:
-        query = query.where(events.c.account_id == account_id)
+    query = _of_account(sa.select(*COLUMNS, events.c.tx_id), account_id).order_by(events.c.tx_id, events.c.position)
     if after != FeedPoint.parse(START):
         query = query.where(
             sa.tuple_(events.c.tx_id, events.c.position) > sa.tuple_(_tx_value(conn, after.tx_id), after.position)
@@ -80,13 +83,13 @@ async def stream(
         yield FeedPoint(row.tx_id, row.position), from_row(row)
 
 
-async def point_of(conn: AsyncConnection, account_id: str, position: int) -> FeedPoint | None:
-    query = sa.select(events.c.tx_id).where(events.c.account_id == account_id, events.c.position == position)
+async def point_of(conn: AsyncConnection, account_id: str | None, position: int) -> FeedPoint | None:
+    query = _of_account(sa.select(events.c.tx_id).where(events.c.position == position), account_id)
     tx_id = (await conn.execute(query)).scalar_one_or_none()
     return None if tx_id is None else FeedPoint(tx_id, position)
 
 
-async def newest_point(conn: AsyncConnection, account_id: str) -> FeedPoint | None:
+async def newest_point(conn: AsyncConnection, account_id: str | None) -> FeedPoint | None:
     """The last event of the account's feed that is final (below the commit horizon)."""
     query = _feed_query(conn, account_id, FeedPoint.parse(START)).order_by(None)
     query = query.order_by(events.c.tx_id.desc(), events.c.position.desc()).limit(1)
@@ -94,7 +97,7 @@ async def newest_point(conn: AsyncConnection, account_id: str) -> FeedPoint | No
     return None if row is None else FeedPoint(row.tx_id, row.position)
 
 
-async def digest(conn: AsyncConnection, account_id: str, upto: FeedPoint) -> str:
+async def digest(conn: AsyncConnection, account_id: str | None, upto: FeedPoint) -> str:
     """SHA-256 over (position, hash) of every account event up to `upto`, in feed order.
 
     Each event's hash already covers its content and its predecessor, so changing, removing or
@@ -102,8 +105,7 @@ async def digest(conn: AsyncConnection, account_id: str, upto: FeedPoint) -> str
     """
     running = hashlib.sha256()
     query = (
-        sa.select(events.c.position, events.c.hash)
-        .where(events.c.account_id == account_id)
+        _of_account(sa.select(events.c.position, events.c.hash), account_id)
         .where(sa.tuple_(events.c.tx_id, events.c.position) <= sa.tuple_(_tx_value(conn, upto.tx_id), upto.position))
         .order_by(events.c.tx_id, events.c.position)
         .execution_options(yield_per=5000)

@@ -48,7 +48,7 @@ class ProjectionConflict(Exception):
     """The row moved on under us: someone else applied an event to this label first."""
 
 
-def _to_row(state: LabelState) -> dict:
+def to_row(state: LabelState) -> dict:
     row = msgspec.structs.asdict(state)
     row["object_value"] = None if state.object_value == NULL else bytes(state.object_value).decode()
     return row
@@ -63,7 +63,7 @@ def from_row(row: sa.Row) -> LabelState:
 async def save(conn: AsyncConnection, state: LabelState) -> None:
     """Write the state folded from one more event: insert on version 1, else move the row one version on."""
     if state.version == 1:
-        await conn.execute(gold_labels.insert(), _to_row(state))
+        await conn.execute(gold_labels.insert(), to_row(state))
         return
     result = await conn.execute(
         gold_labels.update().where(
@@ -71,7 +71,7 @@ async def save(conn: AsyncConnection, state: LabelState) -> None:
             gold_labels.c.id == state.id,
             gold_labels.c.version == state.version - 1,
         ),
-        _to_row(state),
+        to_row(state),
     )
     if result.rowcount != 1:
         raise ProjectionConflict(f"label {state.id} is no longer at version {state.version - 1}")

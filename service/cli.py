@@ -1,11 +1,14 @@
-"""The `goldtrail` command line: serve, migrate, token."""
+"""The `goldtrail` command line: serve, migrate, token, and the operator commands
+verify, rebuild, history and export."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import time
+from pathlib import Path
 
 from service.settings import Settings, SettingsError, load_settings
 
@@ -70,6 +73,38 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operator import verify
+
+    if (args.digest is None) != (args.position is None):
+        print("goldtrail: --digest and --position go together", file=sys.stderr)
+        return 2
+    return asyncio.run(verify(settings, digest=args.digest, position=args.position, account=args.account))
+
+
+def _rebuild(settings: Settings, _args: argparse.Namespace) -> int:
+    from service.operator import rebuild_read_model
+
+    return asyncio.run(rebuild_read_model(settings))
+
+
+def _history(settings: Settings, args: argparse.Namespace) -> int:
+    from service.operator import print_history
+
+    return asyncio.run(print_history(settings, args.run_id, args.label_id, args.account))
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from events.feed import BadCursor
+    from service.operator import export
+
+    try:
+        return asyncio.run(export(settings, args.account, args.after, args.output))
+    except BadCursor as error:
+        print(f"goldtrail: --after: {error}", file=sys.stderr)
+        return 2
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="goldtrail", description="Event-sourced audit trail for the gold labels of ML evaluation runs."
@@ -91,14 +126,46 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default=None, help='space-separated scopes, e.g. "gold_labels:read audit:read"')
     token.add_argument("--ttl", type=int, default=3600, help="seconds until the token expires (default 3600)")
     token.set_defaults(run=_token)
+
+    verify = commands.add_parser(
+        "verify", help="recompute every hash chain and compare the read model to a full replay"
+    )
+    verify.add_argument("--digest", help="a digest an auditor kept (GET /v1/audit/digest)")
+    verify.add_argument("--position", type=int, help="the position that digest was taken at")
+    verify.add_argument("--account", help="the account the digest belongs to (default: the whole log)")
+    verify.set_defaults(run=_verify)
+
+    rebuild = commands.add_parser("rebuild", help="rebuild the read model by replaying every event")
+    rebuild.set_defaults(run=_rebuild)
+
+    history = commands.add_parser("history", help="a label's history as a table")
+    history.add_argument("run_id")
+    history.add_argument("label_id")
+    history.add_argument("--account", help="only if the label belongs to this account")
+    history.set_defaults(run=_history)
+
+    export = commands.add_parser("export", help="write the events as JSON Lines, in feed order")
+    export.add_argument("--account", help="only this account's events (default: the whole log)")
+    export.add_argument("--after", help="a cursor: export only what came after it")
+    export.add_argument("--output", type=Path, help="a file to write (default: standard output)")
+    export.set_defaults(run=_export)
     return parser
 
 
+# Commands that read or rewrite an existing log: they never migrate it behind the operator's back.
+_NEEDS_CURRENT_SCHEMA = {"verify", "rebuild", "history", "export"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from service.migrate import SchemaOutOfDate, require_current_schema
+
     args = _parser().parse_args(argv)
     try:
-        return args.run(load_settings(), args)
-    except SettingsError as error:
+        settings = load_settings()
+        if args.command in _NEEDS_CURRENT_SCHEMA:
+            require_current_schema(settings.database_url)
+        return args.run(settings, args)
+    except (SettingsError, SchemaOutOfDate) as error:
         print(f"goldtrail: {error}", file=sys.stderr)
         return 2
 

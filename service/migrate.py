@@ -62,3 +62,21 @@ def migrate(database_url: str) -> str:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+class SchemaOutOfDate(Exception):
+    """The database is not at the newest migration; the operator should run `goldtrail migrate`."""
+
+
+def require_current_schema(database_url: str) -> None:
+    engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+    if current != head_revision():
+        raise SchemaOutOfDate(
+            f"the database schema is at migration {current or 'none'}, this goldtrail needs {head_revision()}: "
+            "run `goldtrail migrate` first"
+        )

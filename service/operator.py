@@ -1,0 +1,160 @@
+"""What the operator commands do: verify, rebuild, history and export. Each prints a summary and
+returns the process exit code; long scans show progress on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from events import feed, store
+from events.feed import FeedPoint
+from projections.replay import Problem, compare_read_model, count_events, rebuild, replay
+from service.audit import feed_event, history_of
+from service.database import Database
+from service.settings import Settings
+from service.views import encode
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, label: str, total: int, stream: TextIO = sys.stderr) -> None:
+        self.label, self.total, self.stream = label, max(total, 1), stream
+        self.started = time.perf_counter()
+        self.enabled = stream.isatty()
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        share = min(done / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        self.stream.write(f"\r{self.label} [{bar:<30}] {done:,}/{self.total:,} events, {rate:,.0f}/s")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _report(problems: list[Problem], out: TextIO) -> None:
+    for p in problems:
+        where = f"position {p.position}, " if p.position is not None else ""
+        version = f", version {p.version}" if p.version is not None else ""
+        print(f"BAD {where}account {p.account_id}, label {p.label_id}{version}: {p.problem}", file=out)
+
+
+async def verify(
+    settings: Settings, *, digest: str | None, position: int | None, account: str | None, out: TextIO = sys.stdout
+) -> int:
+    db = Database.connect(settings)
+    try:
+        async with db.read() as conn:
+            bar = ProgressBar("verify", await count_events(conn))
+            outcome = await replay(conn, bar)
+            bar.finish()
+            problems = outcome.problems + await compare_read_model(conn, outcome.states)
+            digest_problem = None
+            if digest is not None:
+                point = await feed.point_of(conn, account, position) if position else FeedPoint(0, 0)
+                if point is None:
+                    digest_problem = f"the event at position {position} is gone: events were deleted"
+                elif await feed.digest(conn, account, point) != digest.lower():
+                    digest_problem = f"the log up to position {position} no longer matches the digest"
+    finally:
+        await db.close()
+    _report(problems, out)
+    if digest_problem:
+        print(f"BAD digest: {digest_problem}", file=out)
+    checked = f"{outcome.events:,} events of {len(outcome.states):,} labels in {bar.seconds:.1f}s"
+    if problems or digest_problem:
+        print(f"verify FAILED: {len(problems) + bool(digest_problem)} problem(s) in {checked}", file=out)
+        return 1
+    extra = f"; the log up to position {position} matches the digest" if digest is not None else ""
+    print(f"verify OK: {checked}; every hash chain holds and the read model equals a full replay{extra}", file=out)
+    return 0
+
+
+async def rebuild_read_model(settings: Settings, out: TextIO = sys.stdout) -> int:
+    db = Database.connect(settings)
+    try:
+        async with db.write() as conn:
+            bar = ProgressBar("rebuild", await count_events(conn))
+            outcome = await replay(conn, bar)
+            bar.finish()
+            if outcome.problems:
+                _report(outcome.problems, out)
+                print("rebuild refused: the log fails verification (see above); nothing was changed", file=out)
+                return 1
+            rows = await rebuild(conn, outcome.states)
+    finally:
+        await db.close()
+    rate = outcome.events / max(bar.seconds, 1e-9)
+    done = f"{outcome.events:,} events replayed into {rows:,} labels in {bar.seconds:.1f}s ({rate:,.0f} events/s)"
+    print(f"rebuild OK: {done}", file=out)
+    return 0
+
+
+def _short(value: object, width: int = 40) -> str:
+    text = bytes(value).decode() if isinstance(value, msgspec.Raw) else repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+async def print_history(
+    settings: Settings, run_id: str, label_id: str, account: str | None, out: TextIO = sys.stdout
+) -> int:
+    db = Database.connect(settings)
+    try:
+        async with db.read() as conn:
+            stream = await store.read_stream(conn, account, label_id)
+    finally:
+        await db.close()
+    if not stream or stream[0].run_id != run_id:
+        print(f"goldtrail: gold label {label_id} not found in run {run_id}", file=sys.stderr)
+        return 1
+    rows = [("version", "type", "actor", "recorded at (UTC)", "reason", "changes")]
+    for entry in history_of(stream):
+        changes = "; ".join(
+            f"{name}: {_short(change.from_)} → {_short(change.to)}"
+            for name, change in entry.changes.items()
+            if name not in ("updated_at", "updated_by", "created_at", "created_by", "id", "account_id", "run_id")
+        )
+        rows.append(
+            (str(entry.version), entry.type, entry.actor, entry.recorded_at, entry.reason or "", changes or "—")
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for n, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1], file=out)
+        if n == 0:
+            print("  ".join("-" * width for width in widths) + "  " + "-" * 7, file=out)
+    label = stream[0]
+    print(f"\n{len(stream)} event(s) of label {label_id} (account {label.account_id}, run {run_id})", file=out)
+    return 0
+
+
+async def export(settings: Settings, account: str | None, after: str | None, output: Path | None) -> int:
+    point = FeedPoint.parse(after)
+    db = Database.connect(settings)
+    handle = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
+    written, last = 0, point
+    try:
+        async with db.read() as conn:
+            async for feed_point, event in feed.stream(conn, account, point):
+                handle.write(encode(feed_event(feed_point, event)) + b"\n")
+                written, last = written + 1, feed_point
+    finally:
+        await db.close()
+        if output:
+            handle.close()
+        else:
+            handle.flush()
+    print(f"exported {written:,} event(s); resume with --after {last.cursor}", file=sys.stderr)
+    return 0
