@@ -1,0 +1,244 @@
+"""The operator commands against real databases: verify, rebuild, history and export, and verify
+catching tampering done behind the triggers' back by a database superuser."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from litestar.testing import TestClient
+
+from service.app import create_app
+from service.database import sync_url
+from service.migrate import migrate
+from tests.conftest import SECRET, auth, drop_postgres_database, fresh_database_url, make_settings
+from tests.servers import GOLDTRAIL, clean_environment
+
+ACCOUNT = "acme"
+
+
+class Log:
+    """A fresh database with a few labels written through the API, and the CLI pointed at it."""
+
+    def __init__(self, url: str, client: TestClient, cwd) -> None:
+        self.url, self.client, self.cwd = url, client, cwd
+        self.engine = sa.create_engine(sync_url(url))
+        self.env = clean_environment(GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET)
+        self.run_id = str(uuid.uuid4())
+        self.labels: list[str] = []
+
+    def write(self, labels: int = 3, updates: int = 2) -> None:
+        for n in range(labels):
+            label = self.client.post(
+                f"/v1/run/{self.run_id}/gold-labels",
+                json={"output_resource_name": f"out-{uuid.uuid4().hex[:6]}", "text_value": f"v0 of {n}"},
+                headers=auth(ACCOUNT),
+            ).json()
+            self.labels.append(label["id"])
+            for version in range(updates):
+                self.client.put(
+                    f"/v1/run/{self.run_id}/gold-label/{label['id']}",
+                    json={"object_value": {"n": n, "v": version}},
+                    headers={**auth(ACCOUNT, "bob"), "X-Change-Reason": f"pass {version}"},
+                )
+
+    def goldtrail(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [GOLDTRAIL, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=120
+        )
+
+    def tamper(self, statement: str, **params) -> None:
+        """Run SQL with the append-only triggers switched off, as a superuser could."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("ALTER TABLE events DISABLE TRIGGER USER"))
+                conn.execute(sa.text(statement), params)
+                conn.execute(sa.text("ALTER TABLE events ENABLE TRIGGER USER"))
+            else:
+                triggers = conn.execute(
+                    sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")
+                ).all()
+                for name, _ in triggers:
+                    conn.execute(sa.text(f"DROP TRIGGER {name}"))
+                conn.execute(sa.text(statement), params)
+                for _, sql in triggers:
+                    conn.execute(sa.text(sql))
+
+    def scalar(self, statement: str, **params):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(statement), params).scalar()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def log(request, tmp_path) -> Iterator[Log]:
+    url = fresh_database_url(request.param, tmp_path)
+    migrate(url)
+    try:
+        with TestClient(app=create_app(make_settings(url, tmp_path))) as client:
+            log = Log(url, client, tmp_path)
+            yield log
+            log.engine.dispose()
+    finally:
+        if request.param == "postgres":
+            drop_postgres_database(url)
+
+
+def test_verify_passes_on_an_untouched_log(log):
+    log.write()
+    result = log.goldtrail("verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verify OK: 9 events of 3 labels" in result.stdout
+
+
+def test_verify_names_an_event_rewritten_behind_the_triggers(log):
+    log.write()
+    victim = log.labels[1]
+    position = log.scalar("SELECT position FROM events WHERE stream_id = :id AND version = 2", id=victim)
+    log.tamper(
+        "UPDATE events SET data = replace(data, :old, :new) WHERE stream_id = :id AND version = 2",
+        old='"v":0',
+        new='"v":7',
+        id=victim,
+    )
+    result = log.goldtrail("verify")
+    assert result.returncode == 1
+    assert f"BAD position {position}, account {ACCOUNT}, label {victim}, version 2: content does not match" in (
+        result.stdout
+    )
+    assert "verify FAILED" in result.stdout
+
+
+def test_verify_names_a_rewritten_actor_even_when_the_hash_was_recomputed_badly(log):
+    log.write(labels=1, updates=1)
+    label = log.labels[0]
+    log.tamper("UPDATE events SET actor = 'mallory' WHERE stream_id = :id AND version = 1", id=label)
+    result = log.goldtrail("verify")
+    assert result.returncode == 1 and f"label {label}, version 1: content does not match its hash" in result.stdout
+
+
+def test_verify_catches_a_deleted_middle_event_and_a_read_model_edit(log):
+    log.write()
+    first, second = log.labels[0], log.labels[2]
+    log.tamper("DELETE FROM events WHERE stream_id = :id AND version = 2", id=first)
+    with log.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE gold_labels SET text_value = 'forged' WHERE id = :id"), {"id": second})
+    result = log.goldtrail("verify")
+    assert result.returncode == 1
+    assert f"label {first}, version 3: prev_hash does not match" in result.stdout
+    assert f"label {second}: read-model row differs from the replay in: text_value" in result.stdout
+
+
+def test_verify_with_an_earlier_digest_catches_deletion_of_the_newest_events(log):
+    log.write()
+    digest = log.client.get("/v1/audit/digest", headers=auth(ACCOUNT, scope="audit:read")).json()
+    log.write(labels=1, updates=0)
+    kept = log.goldtrail(
+        "verify", "--digest", digest["digest"], "--position", str(digest["position"]), "--account", ACCOUNT
+    )
+    assert kept.returncode == 0 and "matches the digest" in kept.stdout, kept.stdout + kept.stderr
+
+    newest = log.scalar("SELECT max(position) FROM events")
+    log.tamper("DELETE FROM events WHERE position >= :p", p=digest["position"])
+    # The read model is rebuilt so that only the digest can tell: the chains that remain are intact.
+    log.tamper("DELETE FROM gold_labels")
+    assert log.goldtrail("rebuild").returncode == 0
+    plain = log.goldtrail("verify")
+    assert plain.returncode == 0, "without the digest, a clean cut at the end is invisible"
+    caught = log.goldtrail(
+        "verify", "--digest", digest["digest"], "--position", str(digest["position"]), "--account", ACCOUNT
+    )
+    assert caught.returncode == 1
+    assert f"the event at position {digest['position']} is gone" in caught.stdout
+    assert newest > digest["position"]
+
+
+def test_verify_with_a_digest_catches_a_rewrite_before_its_position(log):
+    log.write()
+    digest = log.client.get("/v1/audit/digest", headers=auth(ACCOUNT, scope="audit:read")).json()
+    log.tamper("UPDATE events SET hash = :h WHERE position = 1", h="f" * 64)
+    result = log.goldtrail(
+        "verify", "--digest", digest["digest"], "--position", str(digest["position"]), "--account", ACCOUNT
+    )
+    assert result.returncode == 1 and "no longer matches the digest" in result.stdout
+
+
+def test_rebuild_restores_a_damaged_read_model_exactly(log):
+    log.write()
+    log.client.delete(f"/v1/run/{log.run_id}/gold-label/{log.labels[0]}", headers=auth(ACCOUNT))
+    before = log.client.get(f"/v1/run/{log.run_id}/gold-labels", headers=auth(ACCOUNT)).json()
+    with log.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM gold_labels WHERE id = :id"), {"id": log.labels[1]})
+        conn.execute(sa.text("UPDATE gold_labels SET version = 99 WHERE id = :id"), {"id": log.labels[2]})
+    assert log.goldtrail("verify").returncode == 1
+    result = log.goldtrail("rebuild")
+    assert result.returncode == 0 and "10 events replayed into 3 labels" in result.stdout
+    assert log.goldtrail("verify").returncode == 0
+    assert log.client.get(f"/v1/run/{log.run_id}/gold-labels", headers=auth(ACCOUNT)).json() == before
+
+
+def test_rebuild_refuses_a_log_that_fails_verification(log):
+    log.write(labels=1)
+    log.tamper("UPDATE events SET actor = 'mallory' WHERE version = 1")
+    result = log.goldtrail("rebuild")
+    assert result.returncode == 1 and "rebuild refused" in result.stdout
+    assert log.scalar("SELECT count(*) FROM gold_labels") == 1
+
+
+def test_history_prints_a_table_of_every_version(log):
+    log.write(labels=1, updates=2)
+    label = log.labels[0]
+    log.client.delete(f"/v1/run/{log.run_id}/gold-label/{label}", headers=auth(ACCOUNT, "carol"))
+    result = log.goldtrail("history", log.run_id, label)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["version", "type", "actor"]
+    assert [line.split()[1] for line in lines[2:6]] == [
+        "GoldLabelCreated",
+        "GoldLabelUpdated",
+        "GoldLabelUpdated",
+        "GoldLabelDeleted",
+    ]
+    assert "pass 1" in lines[4] and "carol" in lines[5]
+    assert "4 event(s)" in result.stdout
+
+
+def test_history_of_an_unknown_label_fails_clearly(log):
+    result = log.goldtrail("history", log.run_id, str(uuid.uuid4()))
+    assert result.returncode == 1 and "not found" in result.stderr
+
+
+def test_export_writes_every_event_as_json_lines_and_resumes_after_a_cursor(log):
+    log.write()
+    out = log.cwd / "events.jsonl"
+    first = log.goldtrail("export", "--output", str(out))
+    assert first.returncode == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 9 and [e["position"] for e in lines] == sorted(e["position"] for e in lines)
+    assert lines[0]["type"] == "GoldLabelCreated" and lines[0]["data"]["text_value"] == "v0 of 0"
+    log.write(labels=1, updates=0)
+    more = log.goldtrail("export", "--after", lines[-1]["cursor"])
+    assert [json.loads(line)["label_id"] for line in more.stdout.splitlines()] == [log.labels[-1]]
+    assert f"resume with --after {json.loads(more.stdout)['cursor']}" in more.stderr
+
+
+def test_export_of_another_account_is_empty(log):
+    log.write(labels=1, updates=0)
+    result = log.goldtrail("export", "--account", "nobody")
+    assert result.returncode == 0 and result.stdout == "" and "exported 0 event(s)" in result.stderr
+
+
+def test_export_with_a_bad_cursor_fails_clearly(log):
+    result = log.goldtrail("export", "--after", "nonsense")
+    assert result.returncode == 2 and "not a cursor" in result.stderr
+
+
+def test_operator_commands_refuse_an_unmigrated_database(tmp_path):
+    env = clean_environment(
+        GOLDTRAIL_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}", GOLDTRAIL_JWT_SECRET=SECRET
+    )
+    result = subprocess.run([GOLDTRAIL, "verify"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "run `goldtrail migrate` first" in result.stderr
