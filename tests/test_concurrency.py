@@ -128,3 +128,61 @@ def test_concurrent_creates_of_one_output_resource_make_one_label(two_servers):
     assert {response.json()["existing_id"] for response in responses if response.status_code == 409} == {winner}
     listed = httpx.get(f"{servers[1]}/v1/run/{run}/gold-labels", headers=headers).json()
     assert [label["id"] for label in listed] == [winner]
+
+
+def test_a_follower_sees_every_committed_event_exactly_once_in_order(two_servers):
+    """Writers on two processes append while a follower tails the feed; it must miss nothing."""
+    url, servers = two_servers
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    writer_headers = {"Authorization": f"Bearer {token(account)}"}
+    follower_headers = {"Authorization": f"Bearer {token(account, scope='audit:read')}"}
+    run = str(uuid.uuid4())
+    acknowledged: list[str] = []
+    done = threading.Event()
+
+    def writer(n: int) -> None:
+        with httpx.Client(base_url=servers[n % 2], headers=writer_headers, timeout=60) as client:
+            label = client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"w{n}"})
+            assert label.status_code == 201
+            acknowledged.append(label.headers["x-request-id"])
+            for i in range(PUTS_PER_THREAD):
+                response = client.put(f"/v1/run/{run}/gold-label/{label.json()['id']}", json={"text_value": str(i)})
+                assert response.status_code == 200
+                acknowledged.append(response.headers["x-request-id"])
+
+    seen: list[dict] = []
+
+    def follower() -> None:
+        cursor = None
+        with httpx.Client(base_url=servers[1], headers=follower_headers, timeout=60) as client:
+            while True:
+                finished = done.is_set()  # read before the page, so the last page is read after all writes
+                params = {"limit": 50} if cursor is None else {"limit": 50, "after": cursor}
+                page = client.get("/v1/events", params=params).json()
+                seen.extend(page["events"])
+                cursor = page["next"]
+                if finished and not page["events"]:
+                    return
+
+    tail = threading.Thread(target=follower)
+    tail.start()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(writer, range(THREADS)))
+    done.set()
+    tail.join(timeout=120)
+    assert not tail.is_alive()
+
+    positions = [event["position"] for event in seen]
+    assert len(positions) == len(set(positions)), "an event was delivered twice"
+    assert sorted(event["request_id"] for event in seen) == sorted(acknowledged), "an event was skipped"
+    cursors = [tuple(map(int, event["cursor"].split("-"))) for event in seen]
+    assert cursors == sorted(cursors), "the feed went backwards"
+    by_label: dict[str, list[int]] = {}
+    for event in seen:
+        by_label.setdefault(event["label_id"], []).append(event["version"])
+    assert all(versions == list(range(1, len(versions) + 1)) for versions in by_label.values())
+    engine = sa.create_engine(sync_url(url))
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).where(events.c.account_id == account)).scalar()
+    engine.dispose()
+    assert stored == len(seen) == THREADS * (PUTS_PER_THREAD + 1)
