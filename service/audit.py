@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from events import feed, store
 from events.schema import events
-from events.types import RecordedEvent, format_time
+from events.types import NULL, RecordedEvent, format_time
 from projections.fold import LabelState, apply, fold
 from service.database import Database
 from service.labels import LabelNotFound, RunNotFound
@@ -70,12 +70,17 @@ def _visible(state: LabelState | None) -> RunGoldLabel | None:
     return None if state is None or state.deleted else run_gold_label(state)
 
 
+def _fields(view: RunGoldLabel | None) -> dict[str, Any]:
+    if view is None:
+        return _NOTHING
+    return {name: None if value == NULL else value for name, value in msgspec.structs.asdict(view).items()}
+
+
 def _changes(before: RunGoldLabel | None, after: RunGoldLabel | None) -> dict[str, Change]:
     """Each field whose value changed; a delete changes no field (the label just stops existing)."""
     if after is None:
         return {}
-    old = _NOTHING if before is None else msgspec.structs.asdict(before)
-    new = msgspec.structs.asdict(after)
+    old, new = _fields(before), _fields(after)
     return {name: Change(old[name], new[name]) for name in new if old[name] != new[name]}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 
@@ -23,9 +24,13 @@ NDJSON = "application/x-ndjson"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 
 
+# A "+" in a query string arrives as a space unless the client encoded it as %2B.
+_UNENCODED_PLUS = re.compile(r" (?=\d\d:?\d\d$)")
+
+
 def parse_moment(value: str) -> datetime:
     try:
-        return parse_time(value)
+        return parse_time(_UNENCODED_PLUS.sub("+", value))
     except ValueError:
         raise InvalidInput(
             f"as_of must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", "as_of"

@@ -3,6 +3,7 @@ in a local folder, makes a development secret, and answers the README's curl ses
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 import subprocess
@@ -15,33 +16,57 @@ from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def readme_curl_session() -> str:
+def readme_block(name: str) -> str:
     text = README.read_text()
-    block = re.search(r"<!-- curl-session -->\s*```sh\n(.*?)```\s*<!-- /curl-session -->", text, re.S)
-    assert block, "README.md lost its marked curl session"
+    block = re.search(rf"<!-- {name} -->\s*```sh\n(.*?)```\s*<!-- /{name} -->", text, re.S)
+    assert block, f"README.md lost its marked {name}"
     return block.group(1)
+
+
+def run_readme_block(name: str, base: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a README shell block as a user would, in the folder the service was started from."""
+    if not (cwd / ".venv").exists():
+        (cwd / ".venv").symlink_to(Path(GOLDTRAIL).parent.parent)
+    script = readme_block(name).replace("http://127.0.0.1:8000", base)
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_readme_curl_session_works_against_the_embedded_default(tmp_path):
     env = clean_environment()
     with goldtrail_serve(tmp_path, env) as base:
-        script = readme_curl_session().replace("http://127.0.0.1:8000", base)
-        # The README runs in the folder the service was started from; so does this.
-        (tmp_path / ".venv").symlink_to(Path(GOLDTRAIL).parent.parent)
-        session = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        session = run_readme_block("curl-session", base, tmp_path, env)
     assert session.returncode == 0, session.stdout + session.stderr
     out = session.stdout
     assert '"text_value":"The cat sat on the mat."' in session.stderr  # the create, shown through tee
     assert '"score":0.98765432109876543210' in out  # the decimal kept every digit
     assert "deleted: 204" in out
     assert out.rstrip().endswith("[]")
+
+
+def test_readme_auditor_session_works_and_verifies_clean(tmp_path):
+    env = clean_environment()
+    with goldtrail_serve(tmp_path, env) as base:
+        assert run_readme_block("curl-session", base, tmp_path, env).returncode == 0
+        session = run_readme_block("audit-session", base, tmp_path, env)
+    assert session.returncode == 0, session.stdout + session.stderr
+    out = session.stdout
+    history = json.loads(out.splitlines()[0])
+    assert [entry["type"] for entry in history] == ["GoldLabelCreated", "GoldLabelUpdated"]
+    assert history[1]["changes"]["text_value"] == {"from": "41", "to": "42"}
+    assert history[1]["reason"] == "off by one"
+    as_of_time, as_of_version = json.loads(out.splitlines()[1]), json.loads(out.splitlines()[2])
+    assert as_of_time["text_value"] == as_of_version["text_value"] == "41"
+    assert json.loads(out.splitlines()[3])[0]["text_value"] == "41"
+    assert len(json.loads(out.splitlines()[4])["events"]) == 2
+    ndjson = [json.loads(line) for line in out.splitlines() if line.startswith('{"cursor"')]
+    assert [event["position"] for event in ndjson] == [1, 2, 3, 4, 5]  # both sessions' events
+    assert [event["version"] for event in ndjson if event["label_id"] == history[0]["state"]["id"]] == [1, 2]
+    digests = [json.loads(line) for line in out.splitlines() if line.startswith('{"position"')]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert "verify OK" in out and "matches the digest" in out and "rebuild OK" in out
+    assert (tmp_path / "events.jsonl").read_text().count("\n") == 5
 
 
 def test_embedded_default_keeps_data_and_a_private_secret_in_the_local_folder(tmp_path):
