@@ -1,0 +1,1 @@
+"""Benchmarks: run by `python -m tests.bench` (see README); never collected by the test run."""
