@@ -855,7 +855,7 @@ values = st.one_of(
     ),
 )
 operations = st.lists(
-    st.tuples(st.sampled_from(["update", "update", "delete"]), st.integers(0, 2), values, st.sampled_from("ab")),
+    st.tuples(st.sampled_from(["change", "change", "delete"]), st.integers(0, 2), values, st.sampled_from("ab")),
     min_size=1,
     max_size=10,
 )
@@ -883,7 +883,7 @@ def test_history_and_as_of_reads_agree_with_a_replay_of_the_writes(client, ops):
             label = create(client, writer, run_id, output_resource_name=f"out-{slot}", **body)
             live[slot] = label["id"]
             timelines[label["id"]] = [(label["updated_at"], label)]
-        elif kind == "update":
+        elif kind == "change":
             label = update(client, writer, run_id, label_id, **body)
             timelines[label_id].append((label["updated_at"], label))
         else:
@@ -905,7 +905,7 @@ def test_history_and_as_of_reads_agree_with_a_replay_of_the_writes(client, ops):
         replay: dict = {}
         for entry in entries:
             for field, change in entry["changes"].items():
-                assert replay.get(field) == change["from"], (entry["version"], field)
+                assert replay.get(field) == change["from"] != change["to"], (entry["version"], field)
                 replay[field] = change["to"]
             if entry["state"] is None:
                 assert entry["changes"] == {}
@@ -929,12 +929,12 @@ def test_history_and_as_of_reads_agree_with_a_replay_of_the_writes(client, ops):
                     assert response.status_code == 404, (at, response.text)
                 else:
                     assert response.status_code == 200 and response.json() == expected, at
+        beyond = label_then(client, reader, run_id, label_id, version=str(len(entries) + 1))
+        assert beyond.status_code == 404, beyond.text
 
     # (d) the run at each event's time (and before the first) is the replay of all its labels
     moments = sorted({at for timeline in timelines.values() for at, _ in timeline})
-    if moments:
-        moments.insert(0, just_before(moments[0]))
-    for at in moments:
+    for at in (just_before(moments[0]), *moments):
         known = [state_at(timeline, at) for timeline in timelines.values()]
         response = run_then(client, reader, run_id, at)
         if not any(existed for existed, _ in known):
