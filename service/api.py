@@ -10,7 +10,6 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from projections.fold import LabelState
 from service import audit, labels
 from service.audit_api import parse_count, parse_moment
 from service.auth import READ, WRITE, requires
@@ -18,16 +17,14 @@ from service.bodies import InvalidInput, decode_label_patch, decode_new_label
 from service.database import Database, DatabaseUnavailable
 from service.errors import error_response
 from service.http_input import actor, canonical_uuid, expected_versions, json_body
+from service.idempotency import StoredResponse
 from service.settings import Settings
-from service.views import encode, etag, run_gold_label
+from service.views import encode, label_answer, run_gold_label
 
 
-def _label_response(state: LabelState, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+def respond(answer: StoredResponse) -> Response:
     return Response(
-        content=encode(run_gold_label(state)),
-        status_code=status_code,
-        media_type="application/json",
-        headers={"ETag": etag(state), **(headers or {})},
+        content=answer.body, status_code=answer.status, media_type="application/json", headers=answer.headers
     )
 
 
@@ -37,8 +34,8 @@ async def create_gold_label(
 ) -> Response[bytes]:
     run = canonical_uuid(run_id, "run_id")
     new = decode_new_label(await json_body(request), settings.max_object_depth)
-    state = await labels.create_label(db, actor(request), run, new)
-    return _label_response(state, 201, {"Location": f"/v1/run/{run}/gold-label/{state.id}"})
+    state = await labels.create_label(db, await actor(request), run, new)
+    return respond(label_answer(state, 201, {"Location": labels.label_location(state)}))
 
 
 @get("/run/{run_id:str}/gold-labels", operation_id="listRunGoldLabels", guards=[requires(READ)])
@@ -64,7 +61,7 @@ async def get_gold_label(
 ) -> Response[bytes]:
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     if as_of is None and version is None:
-        return _label_response(await labels.get_label(db, request.user.account, run, label))
+        return respond(label_answer(await labels.get_label(db, request.user.account, run, label), 200))
     if as_of is not None and version is not None:
         raise InvalidInput("ask for as_of or version, not both")
     state = await audit.label_as_of(
@@ -75,7 +72,7 @@ async def get_gold_label(
         at=None if as_of is None else parse_moment(as_of),
         version=parse_count(version, "version"),
     )
-    return _label_response(state)
+    return respond(label_answer(state, 200))
 
 
 @put("/run/{run_id:str}/gold-label/{gold_label_id:str}", operation_id="updateRunGoldLabel", guards=[requires(WRITE)])
@@ -88,8 +85,8 @@ async def update_gold_label(
 ) -> Response[bytes]:
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     patch = decode_label_patch(await json_body(request), settings.max_object_depth)
-    state = await labels.update_label(db, actor(request), run, label, patch, expected_versions(request))
-    return _label_response(state)
+    state = await labels.update_label(db, await actor(request), run, label, patch, expected_versions(request))
+    return respond(label_answer(state, 200))
 
 
 @delete(
@@ -102,7 +99,7 @@ async def delete_gold_label(
     request: Request, run_id: FromPath[str], gold_label_id: FromPath[str], db: NamedDependency[Database]
 ) -> None:
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
-    await labels.delete_label(db, actor(request), run, label, expected_versions(request))
+    await labels.delete_label(db, await actor(request), run, label, expected_versions(request))
 
 
 LABEL_ROUTES = [create_gold_label, list_gold_labels, get_gold_label, update_gold_label, delete_gold_label]

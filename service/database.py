@@ -13,6 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -167,3 +168,15 @@ def violated_constraint(error: sa.exc.IntegrityError) -> str | None:
         return diag.constraint_name
     match = _SQLITE_UNIQUE.search(str(error.orig))
     return _SQLITE_CONSTRAINTS.get(match.group(1)) if match else None
+
+
+async def insert_ignoring_conflict(conn: AsyncConnection, table: sa.Table, values: dict) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING on either backend; True when the row was inserted.
+
+    On PostgreSQL a conflicting row that is not yet committed makes this wait for its transaction,
+    which is what lets a concurrent duplicate see the first one's outcome.
+    """
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+    key = table.primary_key.columns.values()[0]
+    result = await conn.execute(insert.values(values).on_conflict_do_nothing().returning(key))
+    return result.first() is not None

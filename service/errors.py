@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException
 from service.audit import PositionNotFound
 from service.bodies import InvalidInput
 from service.database import DatabaseUnavailable
+from service.idempotency import IdempotencyKeyReused, IdempotentReplay
 from service.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
 from service.request_log import request_id_of
 
@@ -64,6 +65,20 @@ def _unavailable(request: Request, error: DatabaseUnavailable) -> Response:
     return error_response(503, "the database is unavailable; retry shortly", headers={"Retry-After": str(retry_after)})
 
 
+def _reused_key(_request: Request, error: IdempotencyKeyReused) -> Response:
+    return error_response(422, str(error), field="Idempotency-Key")
+
+
+def _replay(_request: Request, replay: IdempotentReplay) -> Response:
+    answer = replay.response
+    return Response(
+        content=answer.body or None,
+        status_code=answer.status,
+        media_type="application/json",
+        headers={**answer.headers, "Idempotent-Replayed": "true"},
+    )
+
+
 def _internal(request: Request, error: Exception) -> Response:
     request_id = request_id_of(request.scope)
     logger.error("unhandled exception", exc_info=error, extra={"request_id": request_id})
@@ -79,5 +94,7 @@ EXCEPTION_HANDLERS = {
     PositionNotFound: _not_found,
     VersionMismatch: _version_mismatch,
     DatabaseUnavailable: _unavailable,
+    IdempotencyKeyReused: _reused_key,
+    IdempotentReplay: _replay,
     Exception: _internal,
 }

@@ -12,6 +12,7 @@ from litestar.exceptions import ClientException
 from service import labels
 from service.auth import Principal
 from service.bodies import InvalidInput
+from service.idempotency import idempotency_for
 from service.request_log import request_id_of
 
 MAX_REASON_LENGTH = 2000
@@ -47,12 +48,21 @@ def change_reason(request: Request) -> str | None:
     return reason
 
 
-def actor(request: Request[Principal, None, State]) -> labels.Actor:
+async def actor(request: Request[Principal, None, State]) -> labels.Actor:
+    """Who writes, under which request id, why, and (with an Idempotency-Key) as which retryable request."""
+    settings = request.app.state.settings
     return labels.Actor(
         account_id=request.user.account,
         user_id=request.user.user,
         request_id=request_id_of(request.scope),
         reason=change_reason(request),
+        idempotency=idempotency_for(
+            request.headers.get("idempotency-key"),
+            request.method,
+            request.url.path,
+            await request.body(),
+            settings.idempotency_retention_seconds,
+        ),
     )
 
 

@@ -7,7 +7,8 @@ the read model. Either both are committed or neither is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import msgspec
 import sqlalchemy as sa
@@ -28,6 +29,8 @@ from projections import read_model
 from projections.fold import LabelState, apply
 from service.bodies import InvalidInput, LabelPatch, NewLabel
 from service.database import Database, violated_constraint
+from service.idempotency import Idempotency, StoredResponse, claim, remember
+from service.views import NO_CONTENT, label_answer
 
 # How often a write is retried after losing a race that the database detected for us.
 _ATTEMPTS = 5
@@ -40,6 +43,7 @@ class Actor(msgspec.Struct, frozen=True):
     user_id: str
     request_id: str
     reason: str | None = None
+    idempotency: Idempotency | None = None
 
 
 class LabelNotFound(Exception):
@@ -68,6 +72,24 @@ class VersionMismatch(Exception):
 
 class _LostRace(Exception):
     """Another writer appended to the stream first; the whole use case is tried again."""
+
+
+def label_location(state: LabelState) -> str:
+    return f"/v1/run/{state.run_id}/gold-label/{state.id}"
+
+
+@asynccontextmanager
+async def _write(db: Database, actor: Actor) -> AsyncIterator[AsyncConnection]:
+    """The write transaction; with an Idempotency-Key, claimed first (a retry is replayed from here)."""
+    async with db.write() as conn:
+        if actor.idempotency is not None:
+            await claim(conn, actor.account_id, actor.idempotency)
+        yield conn
+
+
+async def _remember(conn: AsyncConnection, actor: Actor, answer: StoredResponse) -> None:
+    if actor.idempotency is not None:
+        await remember(conn, actor.account_id, actor.idempotency, answer)
 
 
 async def _record(
@@ -140,11 +162,13 @@ async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -
     )
     for _ in range(_ATTEMPTS):
         try:
-            async with db.write() as conn:
+            async with _write(db, actor) as conn:
                 existing = await read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
                 if existing is not None:
                     raise DuplicateLabel(new.output_resource_name, existing)
-                return await _record(conn, actor, None, str(uuid.uuid4()), run_id, data)
+                state = await _record(conn, actor, None, str(uuid.uuid4()), run_id, data)
+                await _remember(conn, actor, label_answer(state, 201, {"Location": label_location(state)}))
+                return state
         except sa.exc.IntegrityError as error:
             # A concurrent create of the same output resource won: report the label it made.
             if violated_constraint(error) != "uq_gold_labels_live_output":
@@ -162,13 +186,15 @@ async def _change(
 ) -> LabelState:
     for _ in range(_ATTEMPTS):
         try:
-            async with db.write() as conn:
+            async with _write(db, actor) as conn:
                 state = await read_model.load(conn, actor.account_id, label_id, for_update=True)
                 if state is None or state.deleted or state.run_id != run_id:
                     raise LabelNotFound(run_id, label_id)
                 if expected_versions is not None and state.version not in expected_versions:
                     raise VersionMismatch(state.version)
-                return await _record(conn, actor, state, label_id, run_id, next_event(state))
+                state = await _record(conn, actor, state, label_id, run_id, next_event(state))
+                await _remember(conn, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
+                return state
         except _LostRace:
             if expected_versions is not None:
                 async with db.read() as conn:

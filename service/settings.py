@@ -33,6 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_size: int = 10
     db_timeout_seconds: float = 5.0
     retry_after_seconds: int = 2
+    idempotency_retention_seconds: int = 24 * 3600
     log_level: str = "INFO"
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
@@ -166,5 +167,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "GOLDTRAIL_DB_POOL_SIZE", 10, minimum=1),
         db_timeout_seconds=_float(env, "GOLDTRAIL_DB_TIMEOUT_SECONDS", 5.0),
         retry_after_seconds=_int(env, "GOLDTRAIL_RETRY_AFTER_SECONDS", 2, minimum=1),
+        idempotency_retention_seconds=_int(env, "GOLDTRAIL_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=1),
         log_level=(env.get("GOLDTRAIL_LOG_LEVEL") or "INFO").upper(),
     )

@@ -6,6 +6,7 @@ import msgspec
 
 from events.types import NULL, format_time
 from projections.fold import LabelState
+from service.idempotency import StoredResponse
 
 
 class RunGoldLabel(msgspec.Struct, frozen=True):
@@ -47,3 +48,13 @@ def encode(value: object) -> bytes:
 
 def etag(state: LabelState) -> str:
     return f'"{state.version}"'
+
+
+def label_answer(state: LabelState, status: int, headers: dict[str, str] | None = None) -> StoredResponse:
+    """What the API answers for a label write: the label, its ETag, and any extra headers."""
+    return StoredResponse(
+        status=status, body=encode(run_gold_label(state)), headers={"ETag": etag(state), **(headers or {})}
+    )
+
+
+NO_CONTENT = StoredResponse(status=204, body=b"", headers={})
