@@ -63,6 +63,7 @@ class PositionNotFound(Exception):
         super().__init__(f"no event at position {position} in this account's log")
 
 
+MAX_POSITION = 2**63 - 1  # positions are signed 64-bit integers in both databases
 _NOTHING = {field: None for field in RunGoldLabel.__struct_fields__}
 
 
@@ -190,6 +191,8 @@ async def log_digest(db: Database, account_id: str, position: int | None) -> Dig
             point = await feed.newest_point(conn, account_id) or feed.FeedPoint(0, 0)
         elif position == 0:
             point = feed.FeedPoint(0, 0)
+        elif position > MAX_POSITION:
+            raise PositionNotFound(position)
         else:
             point = await feed.point_of(conn, account_id, position)
             if point is None:

@@ -31,19 +31,25 @@ _UNENCODED_PLUS = re.compile(r" (?=\d\d:?\d\d$)")
 def parse_moment(value: str) -> datetime:
     try:
         return parse_time(_UNENCODED_PLUS.sub("+", value))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidInput(
             f"as_of must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", "as_of"
         ) from None
 
 
-def parse_count(value: str | None, name: str, *, default: int | None = None, maximum: int | None = None) -> int | None:
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,30}")  # ASCII digits only (str.isdigit() also takes '²')
+
+
+def parse_count(
+    value: str | None, name: str, *, default: int | None = None, minimum: int = 1, maximum: int | None = None
+) -> int | None:
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1 or (maximum is not None and int(value) > maximum):
-        limit = f" up to {maximum}" if maximum else ""
-        raise InvalidInput(f"{name} must be a whole number from 1{limit}, got {value[:30]!r}", name)
-    return int(value)
+    number = int(value) if _WHOLE_NUMBER.fullmatch(value) else None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        limit = f" to {maximum}" if maximum else " or more"
+        raise InvalidInput(f"{name} must be a whole number from {minimum}{limit}, got {value[:30]!r}", name)
+    return number
 
 
 @get(
@@ -69,7 +75,7 @@ async def events_feed(
     try:
         point = FeedPoint.parse(after)
     except BadCursor as error:
-        raise InvalidInput(str(error), "after") from None
+        raise InvalidInput(f"after: {error}", "after") from None
     if NDJSON in request.headers.get("accept", ""):
         return Stream(_lines(audit.feed_stream(db, request.user.account, point)), media_type=NDJSON)
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
@@ -86,9 +92,8 @@ async def _lines(events: AsyncIterator[audit.FeedEvent]) -> AsyncIterator[bytes]
 async def log_digest(
     request: Request, db: NamedDependency[Database], position: FromQuery[str | None] = None
 ) -> Response[bytes]:
-    if position is not None and position != "0":
-        parse_count(position, "position")
-    digest = await audit.log_digest(db, request.user.account, None if position is None else int(position))
+    wanted = parse_count(position, "position", minimum=0)
+    digest = await audit.log_digest(db, request.user.account, wanted)
     return Response(content=encode(digest), media_type="application/json")
 
 
