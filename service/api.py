@@ -10,7 +10,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from service import audit, labels
+from service import audit, labels, openapi
 from service.audit_api import parse_count, parse_moment
 from service.auth import READ, WRITE, requires
 from service.bodies import InvalidInput, decode_label_patch, decode_new_label
@@ -28,7 +28,13 @@ def respond(answer: StoredResponse) -> Response:
     )
 
 
-@post("/run/{run_id:str}/gold-labels", operation_id="createRunGoldLabel", guards=[requires(WRITE)], status_code=201)
+@post(
+    "/run/{run_id:str}/gold-labels",
+    operation_id="createRunGoldLabel",
+    operation_class=openapi.CREATE,
+    guards=[requires(WRITE)],
+    status_code=201,
+)
 async def create_gold_label(
     request: Request, run_id: FromPath[str], db: NamedDependency[Database], settings: NamedDependency[Settings]
 ) -> Response[bytes]:
@@ -38,7 +44,12 @@ async def create_gold_label(
     return respond(label_answer(state, 201, {"Location": labels.label_location(state)}))
 
 
-@get("/run/{run_id:str}/gold-labels", operation_id="listRunGoldLabels", guards=[requires(READ)])
+@get(
+    "/run/{run_id:str}/gold-labels",
+    operation_id="listRunGoldLabels",
+    operation_class=openapi.LIST,
+    guards=[requires(READ)],
+)
 async def list_gold_labels(
     request: Request, run_id: FromPath[str], db: NamedDependency[Database], as_of: FromQuery[str | None] = None
 ) -> Response[bytes]:
@@ -50,7 +61,12 @@ async def list_gold_labels(
     return Response(content=encode([run_gold_label(state) for state in found]), media_type="application/json")
 
 
-@get("/run/{run_id:str}/gold-label/{gold_label_id:str}", operation_id="getRunGoldLabel", guards=[requires(READ)])
+@get(
+    "/run/{run_id:str}/gold-label/{gold_label_id:str}",
+    operation_id="getRunGoldLabel",
+    operation_class=openapi.GET,
+    guards=[requires(READ)],
+)
 async def get_gold_label(
     request: Request,
     run_id: FromPath[str],
@@ -75,7 +91,12 @@ async def get_gold_label(
     return respond(label_answer(state, 200))
 
 
-@put("/run/{run_id:str}/gold-label/{gold_label_id:str}", operation_id="updateRunGoldLabel", guards=[requires(WRITE)])
+@put(
+    "/run/{run_id:str}/gold-label/{gold_label_id:str}",
+    operation_id="updateRunGoldLabel",
+    operation_class=openapi.UPDATE,
+    guards=[requires(WRITE)],
+)
 async def update_gold_label(
     request: Request,
     run_id: FromPath[str],
@@ -92,6 +113,7 @@ async def update_gold_label(
 @delete(
     "/run/{run_id:str}/gold-label/{gold_label_id:str}",
     operation_id="deleteRunGoldLabel",
+    operation_class=openapi.DELETE,
     guards=[requires(WRITE)],
     status_code=204,
 )

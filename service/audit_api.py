@@ -13,7 +13,7 @@ from litestar.response import Stream
 
 from events.feed import BadCursor, FeedPoint
 from events.types import parse_time
-from service import audit
+from service import audit, openapi
 from service.auth import AUDIT, requires
 from service.bodies import InvalidInput
 from service.database import Database
@@ -55,6 +55,7 @@ def parse_count(
 @get(
     "/run/{run_id:str}/gold-label/{gold_label_id:str}/history",
     operation_id="getRunGoldLabelHistory",
+    operation_class=openapi.HISTORY,
     guards=[requires(AUDIT)],
 )
 async def label_history(
@@ -65,7 +66,7 @@ async def label_history(
     return Response(content=encode(entries), media_type="application/json")
 
 
-@get("/events", operation_id="listEvents", guards=[requires(AUDIT)])
+@get("/events", operation_id="listEvents", operation_class=openapi.FEED, guards=[requires(AUDIT)])
 async def events_feed(
     request: Request,
     db: NamedDependency[Database],
@@ -88,7 +89,7 @@ async def _lines(events: AsyncIterator[audit.FeedEvent]) -> AsyncIterator[bytes]
         yield encode(event) + b"\n"
 
 
-@get("/audit/digest", operation_id="getLogDigest", guards=[requires(AUDIT)])
+@get("/audit/digest", operation_id="getLogDigest", operation_class=openapi.DIGEST, guards=[requires(AUDIT)])
 async def log_digest(
     request: Request, db: NamedDependency[Database], position: FromQuery[str | None] = None
 ) -> Response[bytes]:
