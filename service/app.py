@@ -12,12 +12,14 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusController
 
 from service.api import LABEL_ROUTES, healthz, readyz
 from service.audit_api import AUDIT_ROUTES
 from service.auth import BearerAuthMiddleware, TokenVerifier
 from service.database import Database
 from service.errors import EXCEPTION_HANDLERS
+from service.metrics import PROMETHEUS
 from service.request_log import configure_logging, logged
 from service.settings import Settings, load_settings
 
@@ -63,7 +65,8 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.db.close()
 
     app = GoldtrailApp(
-        route_handlers=[_v1(), healthz, readyz],
+        route_handlers=[_v1(), healthz, readyz, PrometheusController],
+        middleware=[PROMETHEUS.middleware],
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

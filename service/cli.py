@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +18,9 @@ logger = logging.getLogger("goldtrail")
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker keeps its metrics in files here, so /metrics adds up all workers, not the one asked.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="goldtrail-metrics-")
     import uvicorn
 
     from service.auth import TokenVerifier
@@ -44,10 +49,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from service.migrate import migrate
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
 
+    from service.migrate import create_runtime_role, migrate, runtime_role_sql
+
+    if args.print_runtime_role_sql:
+        database = make_url(settings.database_url).database or "goldtrail"
+        print(";\n".join(runtime_role_sql(args.print_runtime_role_sql, database)) + ";")
+        return 0
     print(f"schema is at migration {migrate(settings.database_url)}")
+    if args.runtime_role:
+        try:
+            create_runtime_role(settings.database_url, args.runtime_role)
+        except ValueError as error:
+            print(f"goldtrail: {error}", file=sys.stderr)
+            return 2
+        print(f"role {args.runtime_role!r} may now append events but never update, delete or truncate them")
     return 0
 
 
@@ -118,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="bring the database schema to the newest migration")
+    migrate.add_argument(
+        "--runtime-role", metavar="ROLE", help="also create (or re-grant) a least-privilege PostgreSQL role to serve as"
+    )
+    migrate.add_argument(
+        "--print-runtime-role-sql", metavar="ROLE", help="print the SQL for that role instead of running anything"
+    )
     migrate.set_defaults(run=_migrate)
 
     token = commands.add_parser("token", help="print a JWT signed with the configured secret, for local use")

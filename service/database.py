@@ -17,6 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.metrics import DB_CONNECTIONS_IN_USE, DB_CONNECTIONS_WAITING, DB_FAILURES
 from service.settings import Settings
 
 
@@ -134,15 +135,23 @@ class Database:
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(write=write)
-                async with conn.begin():
-                    yield conn
+            with DB_CONNECTIONS_WAITING.track_inprogress():
+                conn = await self.engine.connect()
+            try:
+                with DB_CONNECTIONS_IN_USE.track_inprogress():
+                    await conn.execution_options(write=write)
+                    async with conn.begin():
+                        yield conn
+            finally:
+                await conn.close()
         except DatabaseUnavailable:
             raise
         except Exception as error:
             if _is_unavailable(error):
+                DB_FAILURES.labels("unavailable").inc()
                 raise DatabaseUnavailable(str(error).splitlines()[0]) from error
+            if isinstance(error, sa.exc.DBAPIError):
+                DB_FAILURES.labels("error").inc()
             raise
 
     async def ping(self) -> None:

@@ -30,6 +30,7 @@ from projections.fold import LabelState, apply
 from service.bodies import InvalidInput, LabelPatch, NewLabel
 from service.database import Database, violated_constraint
 from service.idempotency import Idempotency, StoredResponse, claim, remember
+from service.metrics import EVENTS_APPENDED
 from service.views import NO_CONTENT, label_answer
 
 # How often a write is retried after losing a race that the database detected for us.
@@ -168,7 +169,8 @@ async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -
                     raise DuplicateLabel(new.output_resource_name, existing)
                 state = await _record(conn, actor, None, str(uuid.uuid4()), run_id, data)
                 await _remember(conn, actor, label_answer(state, 201, {"Location": label_location(state)}))
-                return state
+            EVENTS_APPENDED.labels("GoldLabelCreated").inc()
+            return state
         except sa.exc.IntegrityError as error:
             # A concurrent create of the same output resource won: report the label it made.
             if violated_constraint(error) != "uq_gold_labels_live_output":
@@ -194,7 +196,8 @@ async def _change(
                     raise VersionMismatch(state.version)
                 state = await _record(conn, actor, state, label_id, run_id, next_event(state))
                 await _remember(conn, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
-                return state
+            EVENTS_APPENDED.labels("GoldLabelDeleted" if state.deleted else "GoldLabelUpdated").inc()
+            return state
         except _LostRace:
             if expected_versions is not None:
                 async with db.read() as conn:

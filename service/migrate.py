@@ -80,3 +80,32 @@ def require_current_schema(database_url: str) -> None:
             f"the database schema is at migration {current or 'none'}, this goldtrail needs {head_revision()}: "
             "run `goldtrail migrate` first"
         )
+
+
+def runtime_role_sql(role: str, database: str) -> list[str]:
+    """Grants for the role the service runs as: it may append events but never change or remove one,
+    so even a compromised service cannot rewrite history (the triggers are the second line)."""
+    name = '"' + role.replace('"', '""') + '"'
+    db = '"' + database.replace('"', '""') + '"'
+    return [
+        f"DO $$ BEGIN CREATE ROLE {name} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
+        f"GRANT CONNECT ON DATABASE {db} TO {name}",
+        f"GRANT USAGE ON SCHEMA public TO {name}",
+        f"REVOKE ALL ON events, gold_labels, idempotency_keys, alembic_version FROM {name}",
+        f"GRANT SELECT, INSERT ON events TO {name}",
+        f"GRANT SELECT, INSERT, UPDATE ON gold_labels TO {name}",
+        f"GRANT SELECT, INSERT, UPDATE ON idempotency_keys TO {name}",
+        f"GRANT SELECT ON alembic_version TO {name}",
+    ]
+
+
+def create_runtime_role(database_url: str, role: str) -> None:
+    engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
+    if engine.dialect.name != "postgresql":
+        raise ValueError("a runtime role only exists on PostgreSQL; SQLite has no roles")
+    try:
+        with engine.begin() as conn:
+            for statement in runtime_role_sql(role, engine.url.database):
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()

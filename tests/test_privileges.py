@@ -1,0 +1,87 @@
+"""Least privilege on PostgreSQL: the runtime role made by `goldtrail migrate --runtime-role` can
+serve every route but cannot update, delete or truncate a single event, even with the triggers off."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import psycopg
+import pytest
+import sqlalchemy as sa
+from psycopg import sql
+
+from tests.conftest import POSTGRES_ADMIN_URL, SECRET, drop_postgres_database, fresh_database_url, token
+from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
+
+
+@pytest.fixture
+def runtime_role(tmp_path) -> Iterator[tuple[str, str, str]]:
+    """(admin URL, runtime-role URL, role) for a fresh database migrated with a runtime role."""
+    admin_url = fresh_database_url("postgres", tmp_path)
+    role = f"goldtrail_rt_{uuid.uuid4().hex[:8]}"
+    env = clean_environment(GOLDTRAIL_DATABASE_URL=admin_url, GOLDTRAIL_JWT_SECRET=SECRET)
+    try:
+        made = subprocess.run(
+            [GOLDTRAIL, "migrate", "--runtime-role", role], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert made.returncode == 0, made.stderr
+        assert "never update, delete or truncate" in made.stdout
+        yield admin_url, sa.make_url(admin_url).set(username=role).render_as_string(hide_password=False), role
+    finally:
+        drop_postgres_database(admin_url)
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_the_service_runs_as_the_runtime_role(runtime_role, tmp_path):
+    _, role_url, _ = runtime_role
+    env = clean_environment(GOLDTRAIL_DATABASE_URL=role_url, GOLDTRAIL_JWT_SECRET=SECRET)
+    headers = {"Authorization": f"Bearer {token(scope='gold_labels:read gold_labels:write audit:read')}"}
+    run = str(uuid.uuid4())
+    with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers) as client:
+        label = client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": "o", "text_value": "a"})
+        assert label.status_code == 201
+        url = f"/v1/run/{run}/gold-label/{label.json()['id']}"
+        assert client.put(url, json={"text_value": "b"}, headers={"Idempotency-Key": "k1"}).status_code == 200
+        assert client.delete(url).status_code == 204
+        assert len(client.get(f"{url}/history").json()) == 3
+        assert client.get("/v1/events").json()["events"][0]["type"] == "GoldLabelCreated"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET actor = 'mallory'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "ALTER TABLE events DISABLE TRIGGER USER",
+        "DROP TABLE events",
+        "DELETE FROM gold_labels",
+    ],
+)
+def test_the_runtime_role_cannot_rewrite_history(runtime_role, statement):
+    admin_url, role_url, _ = runtime_role
+    with psycopg.connect(admin_url) as conn:
+        conn.execute(
+            "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id,"
+            " prev_hash, hash) VALUES ('a', 's', 1, 'r', 'GoldLabelCreated', '{}', 'alice', now(), 'q', '0', '1')"
+        )
+    with psycopg.connect(role_url) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(statement)
+    with psycopg.connect(admin_url) as conn:
+        assert conn.execute("SELECT actor FROM events").fetchall() == [("alice",)]
+
+
+def test_runtime_role_sql_can_be_printed_for_a_dba(tmp_path):
+    env = clean_environment(
+        GOLDTRAIL_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/goldtrail", GOLDTRAIL_JWT_SECRET=SECRET
+    )
+    printed = subprocess.run(
+        [GOLDTRAIL, "migrate", "--print-runtime-role-sql", "app"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert printed.returncode == 0
+    assert 'GRANT SELECT, INSERT ON events TO "app";' in printed.stdout
+    assert "UPDATE ON events" not in printed.stdout and "DELETE" not in printed.stdout
