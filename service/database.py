@@ -104,7 +104,9 @@ class Database:
             path = sqlite_path(settings.database_url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, pool_size=settings.db_pool_size, pool_timeout=settings.db_timeout_seconds)
+            engine = create_async_engine(
+                url, pool_size=settings.db_pool_size, pool_timeout=settings.db_timeout_seconds, hide_parameters=True
+            )
             configure_sqlite(engine.sync_engine)
         else:
             engine = create_async_engine(
@@ -113,6 +115,7 @@ class Database:
                 max_overflow=0,
                 pool_timeout=settings.db_timeout_seconds,
                 pool_pre_ping=True,
+                hide_parameters=True,  # label values must never reach a log line through an error message
                 connect_args={"connect_timeout": max(1, round(settings.db_timeout_seconds))},
             )
         return cls(engine)

@@ -1,0 +1,128 @@
+"""What operators see: one structured log line per request (never a token, secret or label value),
+tracebacks for the unexpected, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+
+import pytest
+from litestar.testing import TestClient
+
+from service.app import create_app
+from service.request_log import JsonFormatter
+from tests.conftest import SECRET, assert_error, auth, make_settings, token
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in a Prometheus exposition, 0 when absent."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture
+def logs(caplog) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="goldtrail")
+    return caplog
+
+
+def test_every_request_leaves_one_structured_line(client, run_id, logs):
+    headers = {**auth("acme", "alice"), "X-Request-ID": "trace-77"}
+    client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=headers)
+    client.get("/no/such/route", headers={"X-Request-ID": "trace-78"})
+    lines = [r for r in logs.records if r.name == "goldtrail.access"]
+    created = next(r for r in lines if r.request_id == "trace-77")
+    assert (created.method, created.path, created.status) == ("POST", f"/v1/run/{run_id}/gold-labels", 201)
+    assert (created.account, created.user) == ("acme", "alice") and created.duration_ms > 0
+    missing = next(r for r in lines if r.request_id == "trace-78")
+    assert missing.status == 404 and missing.account is None
+    parsed = json.loads(JsonFormatter().format(created))
+    assert parsed["message"] == "request" and parsed["status"] == 201 and parsed["request_id"] == "trace-77"
+
+
+def test_logs_never_hold_tokens_secrets_or_label_values(client, run_id, logs):
+    bearer = token("acme", "alice")
+    secret_value = f"confidential-{uuid.uuid4().hex}"
+    headers = {"Authorization": f"Bearer {bearer}"}
+    label = client.post(
+        f"/v1/run/{run_id}/gold-labels",
+        json={"output_resource_name": "o", "text_value": secret_value, "object_value": None},
+        headers=headers,
+    ).json()
+    client.put(
+        f"/v1/run/{run_id}/gold-label/{label['id']}", json={"object_value": {"k": secret_value}}, headers=headers
+    )
+    client.get(f"/v1/run/{run_id}/gold-labels", headers={"Authorization": f"Bearer {bearer}x"})  # a 401
+    client.post(
+        f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": secret_value + "\u0000"}, headers=headers
+    )
+    formatter = JsonFormatter()
+    text = "\n".join(formatter.format(record) for record in logs.records)
+    assert "request" in text
+    for forbidden in (bearer, bearer.split(".")[2], SECRET, secret_value):
+        assert forbidden not in text
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_500(client, engine, run_id, logs):
+    from tests.test_storage import POISON_TRIGGERS
+
+    with engine.begin() as conn:
+        for statement in POISON_TRIGGERS[engine.dialect.name]:
+            conn.exec_driver_sql(statement)
+    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
+    response = client.put(
+        f"/v1/run/{run_id}/gold-label/{label['id']}",
+        json={"text_value": "poison"},
+        headers={**auth(), "X-Request-ID": "boom-1"},
+    )
+    assert_error(response, 500, "internal error")
+    assert response.json()["request_id"] == "boom-1"
+    failure = next(r for r in logs.records if r.name == "goldtrail.errors")
+    assert failure.exc_info is not None and failure.request_id == "boom-1"
+    assert "Traceback" in json.loads(JsonFormatter().format(failure))["traceback"]
+
+
+def test_metrics_count_requests_by_route_and_status_and_events_by_type(client, run_id):
+    before = client.get("/metrics").text
+    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
+    client.put(f"/v1/run/{run_id}/gold-label/{label['id']}", json={"text_value": "x"}, headers=auth())
+    client.get(f"/v1/run/{run_id}/gold-label/{uuid.uuid4()}", headers=auth())
+    after = client.get("/metrics").text
+    route = "/v1/run/{run_id}/gold-label/{gold_label_id}"
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert grew("goldtrail_requests_total", method="PUT", path=route, status_code="200") == 1
+    assert grew("goldtrail_requests_total", method="GET", path=route, status_code="404") == 1
+    assert grew("goldtrail_request_duration_seconds_count", method="POST", status_code="201") == 1
+    assert grew("goldtrail_events_appended_total", type="GoldLabelCreated") == 1
+    assert grew("goldtrail_events_appended_total", type="GoldLabelUpdated") == 1
+    assert re.search(r"^goldtrail_db_connections_in_use \d", after, re.M)
+    assert re.search(r"^goldtrail_db_connections_waiting \d", after, re.M)
+    assert label["id"] not in after  # routes are labelled by template, not by id
+
+
+def test_an_unreachable_database_is_a_fast_503_and_counted(tmp_path):
+    settings = make_settings(
+        "postgresql://nobody@127.0.0.1:9/none",
+        tmp_path,
+        GOLDTRAIL_DB_TIMEOUT_SECONDS="1",
+        GOLDTRAIL_RETRY_AFTER_SECONDS="3",
+    )
+    with TestClient(app=create_app(settings)) as client:
+        before = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
+        response = client.get(f"/v1/run/{uuid.uuid4()}/gold-labels", headers=auth())
+        assert_error(response, 503, "unavailable")
+        assert response.headers["retry-after"] == "3"
+        ready = client.get("/readyz")
+        assert_error(ready, 503, "not ready")
+        after = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
+    assert after - before >= 2
