@@ -29,6 +29,13 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def stored_time(value: datetime | str | None) -> datetime | None:
+    """A timestamp as a driver returns it: aware already (psycopg), or the UTC text SQLite stores."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
 class XID8(sa.types.UserDefinedType):
     """PostgreSQL's 64-bit transaction id; sent and read as text, exposed as int."""
 

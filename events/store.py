@@ -4,6 +4,7 @@ the caller owns the transaction, so an event and its projection commit or vanish
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import msgspec
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.chain import seal
 from events.schema import events
-from events.types import PendingEvent, RecordedEvent, decode_data
+from events.types import PendingEvent, RecordedEvent, SealedEvent, decode_data
 
 COLUMNS = (
     events.c.position,
@@ -29,11 +30,29 @@ COLUMNS = (
 )
 
 
-async def append(conn: AsyncConnection, event: PendingEvent) -> RecordedEvent:
-    """Append one event. A clash on (stream, version) raises IntegrityError from the database."""
+class SqlTransaction(Protocol):
+    """The hand-written-SQL transaction the request path writes through (see service.database)."""
+
+    def for_update(self, sql: str) -> str: ...
+
+    async def fetchone(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None: ...
+
+    async def execute(self, sql: str, params: dict[str, Any]) -> None: ...
+
+
+_APPEND = (
+    "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id,"
+    " reason, prev_hash, hash) VALUES (:account_id, :stream_id, :version, :run_id, :type, :data, :actor,"
+    " :recorded_at, :request_id, :reason, :prev_hash, :hash)"
+)
+
+
+async def append(tx: SqlTransaction, event: PendingEvent) -> SealedEvent:
+    """Append one event (sent with the transaction's next waiting statement). A clash on (stream, version)
+    surfaces as the database's unique violation, before the transaction can commit."""
     data, digest = seal(event)
-    result = await conn.execute(
-        events.insert().returning(events.c.position),
+    await tx.execute(
+        _APPEND,
         {
             "account_id": event.account_id,
             "stream_id": event.stream_id,
@@ -49,7 +68,7 @@ async def append(conn: AsyncConnection, event: PendingEvent) -> RecordedEvent:
             "hash": digest,
         },
     )
-    return RecordedEvent(**msgspec.structs.asdict(event), position=result.scalar_one(), hash=digest)
+    return SealedEvent(**msgspec.structs.asdict(event), hash=digest)
 
 
 def from_row(row: sa.Row) -> RecordedEvent:

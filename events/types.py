@@ -59,11 +59,16 @@ class PendingEvent(msgspec.Struct, frozen=True):
         return type(self.data).__struct_config__.tag  # type: ignore[return-value]
 
 
-class RecordedEvent(PendingEvent, frozen=True):
-    """An event as stored: the pending event plus its global position and its chain hash."""
+class SealedEvent(PendingEvent, frozen=True):
+    """A pending event with its chain hash: all the fold needs, before the database gives a position."""
+
+    hash: str
+
+
+class RecordedEvent(SealedEvent, frozen=True):
+    """An event as stored: the sealed event plus its global position."""
 
     position: int
-    hash: str
 
 
 _encoder = msgspec.json.Encoder()

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import msgspec
 
-from events.types import NULL, GoldLabelCreated, GoldLabelDeleted, GoldLabelUpdated, RecordedEvent
+from events.types import NULL, GoldLabelCreated, GoldLabelDeleted, GoldLabelUpdated, RecordedEvent, SealedEvent
 
 
 class LabelState(msgspec.Struct, frozen=True):
@@ -41,14 +41,13 @@ class LabelState(msgspec.Struct, frozen=True):
 class FoldError(Exception):
     """An event that cannot follow the state it is applied to: the log is inconsistent."""
 
-    def __init__(self, event: RecordedEvent, problem: str) -> None:
-        super().__init__(
-            f"event at position {event.position} (label {event.stream_id}, version {event.version}): {problem}"
-        )
+    def __init__(self, event: SealedEvent, problem: str) -> None:
+        where = f"at position {event.position} " if isinstance(event, RecordedEvent) else ""
+        super().__init__(f"event {where}(label {event.stream_id}, version {event.version}): {problem}")
         self.event = event
 
 
-def apply(state: LabelState | None, event: RecordedEvent) -> LabelState:
+def apply(state: LabelState | None, event: SealedEvent) -> LabelState:
     data = event.data
     if isinstance(data, GoldLabelCreated):
         if state is not None:
@@ -98,7 +97,7 @@ def apply(state: LabelState | None, event: RecordedEvent) -> LabelState:
     raise FoldError(event, f"unknown event type {type(data).__name__}")
 
 
-def fold(events: Iterable[RecordedEvent], state: LabelState | None = None) -> LabelState | None:
+def fold(events: Iterable[SealedEvent], state: LabelState | None = None) -> LabelState | None:
     for event in events:
         state = apply(state, event)
     return state

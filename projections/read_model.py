@@ -7,7 +7,8 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.schema import UTCDateTime, metadata
+from events.schema import UTCDateTime, metadata, stored_time
+from events.store import SqlTransaction
 from events.types import NULL
 from projections.fold import LabelState
 
@@ -60,20 +61,40 @@ def from_row(row: sa.Row) -> LabelState:
     return LabelState(**mapping, object_value=NULL if value is None else msgspec.Raw(value.encode()))
 
 
-async def save(conn: AsyncConnection, state: LabelState) -> None:
+_FIELDS = LabelState.__struct_fields__
+_LOCK = f"SELECT {', '.join(_FIELDS)} FROM gold_labels WHERE account_id = :account_id AND id = :id"
+_INSERT = f"INSERT INTO gold_labels ({', '.join(_FIELDS)}) VALUES ({', '.join(':' + f for f in _FIELDS)})"
+_MOVE_ON = (
+    "UPDATE gold_labels SET text_value = :text_value, object_value = :object_value,"
+    " object_value_is_partial = :object_value_is_partial, updated_by = :updated_by, updated_at = :updated_at,"
+    " deleted_by = :deleted_by, deleted_at = :deleted_at, version = :version, hash = :hash"
+    " WHERE account_id = :account_id AND id = :id AND version = :previous RETURNING version"
+)
+
+
+def _from_values(values: tuple) -> LabelState:
+    row = dict(zip(_FIELDS, values, strict=True))
+    for name in ("created_at", "updated_at", "deleted_at"):
+        row[name] = stored_time(row[name])
+    if row["object_value_is_partial"] is not None:
+        row["object_value_is_partial"] = bool(row["object_value_is_partial"])
+    row["object_value"] = NULL if row["object_value"] is None else msgspec.Raw(row["object_value"].encode())
+    return LabelState(**row)
+
+
+async def lock(tx: SqlTransaction, account_id: str, label_id: str) -> LabelState | None:
+    """One label, tombstones included, locked against other writers until the transaction ends."""
+    values = await tx.fetchone(tx.for_update(_LOCK), {"account_id": account_id, "id": label_id})
+    return None if values is None else _from_values(values)
+
+
+async def save(tx: SqlTransaction, state: LabelState) -> None:
     """Write the state folded from one more event: insert on version 1, else move the row one version on."""
     if state.version == 1:
-        await conn.execute(gold_labels.insert(), to_row(state))
+        await tx.execute(_INSERT, to_row(state))
         return
-    result = await conn.execute(
-        gold_labels.update().where(
-            gold_labels.c.account_id == state.account_id,
-            gold_labels.c.id == state.id,
-            gold_labels.c.version == state.version - 1,
-        ),
-        to_row(state),
-    )
-    if result.rowcount != 1:
+    moved = await tx.fetchone(_MOVE_ON, {**to_row(state), "previous": state.version - 1})
+    if moved is None:
         raise ProjectionConflict(f"label {state.id} is no longer at version {state.version - 1}")
 
 

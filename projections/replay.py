@@ -102,9 +102,7 @@ async def compare_read_model(conn: AsyncConnection, states: dict[LabelKey, Label
         if expected is None:
             problems.append(Problem(*key, "read-model row has no events behind it"))
         elif stored != expected:
-            fields = [
-                name for name in LabelState.__struct_fields__ if getattr(stored, name) != getattr(expected, name)
-            ]
+            fields = [name for name in LabelState.__struct_fields__ if getattr(stored, name) != getattr(expected, name)]
             problems.append(Problem(*key, f"read-model row differs from the replay in: {', '.join(fields)}"))
     for key in states.keys() - seen:
         problems.append(Problem(*key, "label is missing from the read model"))

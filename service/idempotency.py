@@ -14,12 +14,11 @@ from datetime import timedelta
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.schema import UTCDateTime, metadata
+from events.schema import UTCDateTime, metadata, stored_time
+from events.store import SqlTransaction
 from events.types import utc_now
 from service.bodies import InvalidInput
-from service.database import insert_ignoring_conflict
 
 idempotency_keys = sa.Table(
     "idempotency_keys",
@@ -72,43 +71,51 @@ def idempotency_for(key: str | None, method: str, path: str, body: bytes, retent
     return Idempotency(key=key, fingerprint=fingerprint, retention_seconds=retention_seconds)
 
 
-async def claim(conn: AsyncConnection, account_id: str, idempotency: Idempotency) -> None:
-    """Take the key for this request, or raise to replay (same request) or refuse (another request)."""
+_CLAIM = (
+    "INSERT INTO idempotency_keys (account_id, key, fingerprint, created_at)"
+    " VALUES (:account_id, :key, :fingerprint, :created_at) ON CONFLICT DO NOTHING RETURNING key"
+)
+_EARLIER = (
+    "SELECT fingerprint, created_at, status, body, headers FROM idempotency_keys"
+    " WHERE account_id = :account_id AND key = :key"
+)
+_RECLAIM = (
+    "UPDATE idempotency_keys SET fingerprint = :fingerprint, created_at = :created_at, status = NULL, body = NULL,"
+    " headers = NULL WHERE account_id = :account_id AND key = :key"
+)
+_REMEMBER = (
+    "UPDATE idempotency_keys SET status = :status, body = :body, headers = :headers"
+    " WHERE account_id = :account_id AND key = :key"
+)
+
+
+async def claim(tx: SqlTransaction, account_id: str, idempotency: Idempotency) -> None:
+    """Take the key for this request, or raise to replay (same request) or refuse (another request).
+
+    On PostgreSQL a concurrent claim of the same key waits here for the first one's transaction.
+    """
     now = utc_now()
-    claimed = await insert_ignoring_conflict(
-        conn,
-        idempotency_keys,
-        {"account_id": account_id, "key": idempotency.key, "fingerprint": idempotency.fingerprint, "created_at": now},
-    )
-    if claimed:
+    key = {"account_id": account_id, "key": idempotency.key}
+    if await tx.fetchone(_CLAIM, {**key, "fingerprint": idempotency.fingerprint, "created_at": now}):
         return
-    row = (
-        await conn.execute(
-            sa.select(idempotency_keys)
-            .where(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == idempotency.key)
-            .with_for_update()
-        )
-    ).one()
-    if row.created_at < now - timedelta(seconds=idempotency.retention_seconds):
+    fingerprint, created_at, status, body, headers = await tx.fetchone(tx.for_update(_EARLIER), key)
+    if stored_time(created_at) < now - timedelta(seconds=idempotency.retention_seconds):
         # Past the retention window the key is free again.
-        await conn.execute(
-            idempotency_keys.update()
-            .where(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == idempotency.key)
-            .values(fingerprint=idempotency.fingerprint, created_at=now, status=None, body=None, headers=None)
-        )
+        await tx.execute(_RECLAIM, {**key, "fingerprint": idempotency.fingerprint, "created_at": now})
         return
-    if row.fingerprint != idempotency.fingerprint:
+    if fingerprint != idempotency.fingerprint:
         raise IdempotencyKeyReused()
-    raise IdempotentReplay(
-        StoredResponse(status=row.status, body=row.body.encode(), headers=msgspec.json.decode(row.headers))
-    )
+    raise IdempotentReplay(StoredResponse(status=status, body=body.encode(), headers=msgspec.json.decode(headers)))
 
 
-async def remember(conn: AsyncConnection, account_id: str, idempotency: Idempotency, response: StoredResponse) -> None:
-    await conn.execute(
-        idempotency_keys.update()
-        .where(idempotency_keys.c.account_id == account_id, idempotency_keys.c.key == idempotency.key)
-        .values(
-            status=response.status, body=response.body.decode(), headers=msgspec.json.encode(response.headers).decode()
-        )
+async def remember(tx: SqlTransaction, account_id: str, idempotency: Idempotency, response: StoredResponse) -> None:
+    await tx.execute(
+        _REMEMBER,
+        {
+            "account_id": account_id,
+            "key": idempotency.key,
+            "status": response.status,
+            "body": response.body.decode(),
+            "headers": msgspec.json.encode(response.headers).decode(),
+        },
     )

@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import msgspec
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events import store
+from events.store import SqlTransaction
 from events.types import (
     GENESIS_HASH,
     NULL,
@@ -28,7 +27,7 @@ from events.types import (
 from projections import read_model
 from projections.fold import LabelState, apply
 from service.bodies import InvalidInput, LabelPatch, NewLabel
-from service.database import Database, violated_constraint
+from service.database import Database, UniqueViolation
 from service.idempotency import Idempotency, StoredResponse, claim, remember
 from service.metrics import EVENTS_APPENDED
 from service.views import NO_CONTENT, label_answer
@@ -80,21 +79,21 @@ def label_location(state: LabelState) -> str:
 
 
 @asynccontextmanager
-async def _write(db: Database, actor: Actor) -> AsyncIterator[AsyncConnection]:
+async def _write(db: Database, actor: Actor) -> AsyncIterator[SqlTransaction]:
     """The write transaction; with an Idempotency-Key, claimed first (a retry is replayed from here)."""
-    async with db.write() as conn:
+    async with db.hot_write() as tx:
         if actor.idempotency is not None:
-            await claim(conn, actor.account_id, actor.idempotency)
-        yield conn
+            await claim(tx, actor.account_id, actor.idempotency)
+        yield tx
 
 
-async def _remember(conn: AsyncConnection, actor: Actor, answer: StoredResponse) -> None:
+async def _remember(tx: SqlTransaction, actor: Actor, answer: StoredResponse) -> None:
     if actor.idempotency is not None:
-        await remember(conn, actor.account_id, actor.idempotency, answer)
+        await remember(tx, actor.account_id, actor.idempotency, answer)
 
 
 async def _record(
-    conn: AsyncConnection, actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event
+    tx: SqlTransaction, actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event
 ) -> LabelState:
     """Append one event after `state` and fold it into the read model, in the caller's transaction."""
     now = utc_now()
@@ -111,15 +110,9 @@ async def _record(
         reason=actor.reason,
         prev_hash=GENESIS_HASH if state is None else state.hash,
     )
+    new_state = apply(state, await store.append(tx, pending))
     try:
-        event = await store.append(conn, pending)
-    except sa.exc.IntegrityError as error:
-        if violated_constraint(error) == "uq_events_stream_version":
-            raise _LostRace from error
-        raise
-    new_state = apply(state, event)
-    try:
-        await read_model.save(conn, new_state)
+        await read_model.save(tx, new_state)
     except read_model.ProjectionConflict as error:
         raise _LostRace from error
     return new_state
@@ -163,19 +156,20 @@ async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -
     )
     for _ in range(_ATTEMPTS):
         try:
-            async with _write(db, actor) as conn:
-                existing = await read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
-                if existing is not None:
-                    raise DuplicateLabel(new.output_resource_name, existing)
-                state = await _record(conn, actor, None, str(uuid.uuid4()), run_id, data)
-                await _remember(conn, actor, label_answer(state, 201, {"Location": label_location(state)}))
+            async with _write(db, actor) as tx:
+                state = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data)
+                await _remember(tx, actor, label_answer(state, 201, {"Location": label_location(state)}))
             EVENTS_APPENDED.labels("GoldLabelCreated").inc()
             return state
-        except sa.exc.IntegrityError as error:
-            # A concurrent create of the same output resource won: report the label it made.
-            if violated_constraint(error) != "uq_gold_labels_live_output":
+        except UniqueViolation as error:
+            # The unique index on live output resources decides: report the label that holds the name.
+            if error.constraint != "uq_gold_labels_live_output":
                 raise
-    raise RuntimeError("could not create the label: it kept clashing with concurrent creates")
+        async with db.read() as conn:
+            existing = await read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
+        if existing is not None:
+            raise DuplicateLabel(new.output_resource_name, existing)
+    raise RuntimeError("could not create the label: it kept clashing with concurrent creates and deletes")
 
 
 async def _change(
@@ -188,21 +182,26 @@ async def _change(
 ) -> LabelState:
     for _ in range(_ATTEMPTS):
         try:
-            async with _write(db, actor) as conn:
-                state = await read_model.load(conn, actor.account_id, label_id, for_update=True)
+            async with _write(db, actor) as tx:
+                state = await read_model.lock(tx, actor.account_id, label_id)
                 if state is None or state.deleted or state.run_id != run_id:
                     raise LabelNotFound(run_id, label_id)
                 if expected_versions is not None and state.version not in expected_versions:
                     raise VersionMismatch(state.version)
-                state = await _record(conn, actor, state, label_id, run_id, next_event(state))
-                await _remember(conn, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
+                state = await _record(tx, actor, state, label_id, run_id, next_event(state))
+                await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
             EVENTS_APPENDED.labels("GoldLabelDeleted" if state.deleted else "GoldLabelUpdated").inc()
             return state
+        except UniqueViolation as error:
+            if error.constraint != "uq_events_stream_version":
+                raise
         except _LostRace:
-            if expected_versions is not None:
-                async with db.read() as conn:
-                    state = await read_model.load(conn, actor.account_id, label_id)
-                raise VersionMismatch(state.version if state else 0) from None
+            pass
+        # Another writer moved the stream on first: with If-Match that is a 412, otherwise try again.
+        if expected_versions is not None:
+            async with db.read() as conn:
+                state = await read_model.load(conn, actor.account_id, label_id)
+            raise VersionMismatch(state.version if state else 0)
     raise RuntimeError(f"could not change label {label_id}: it kept losing races with concurrent writers")
 
 

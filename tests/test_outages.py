@@ -1,0 +1,640 @@
+"""Reliability under database outages and crashes, against real `goldtrail serve` processes.
+
+Part 1 runs a throwaway PostgreSQL cluster (owned by the `postgres` OS user, on a free loopback port, in
+a temporary folder) and stops, kills, freezes and restarts it under a running service: while the
+database is gone every /v1 request answers 503 quickly, with JSON and Retry-After; once it is back the
+service recovers by itself and nothing acknowledged is lost or half-applied.
+
+Part 2 SIGKILLs a `goldtrail serve` in the middle of concurrent writes, on SQLite and on PostgreSQL, and
+checks on a new server that every acknowledged write is there, whole, with gapless versions.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.migrate import migrate
+from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
+from tests.servers import GOLDTRAIL, clean_environment, free_port, goldtrail_serve
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+DB_TIMEOUT = 2  # GOLDTRAIL_DB_TIMEOUT_SECONDS given to every server here
+FAIL_FAST = 5.0  # seconds a request may take to answer while the database is gone
+RECOVERY = 20.0  # seconds the service may take to serve again once the database is back
+CLIENT_TIMEOUT = 15.0  # a request that takes longer than this counts as a hang
+AUDITOR_SCOPE = "gold_labels:read gold_labels:write audit:read"
+
+
+# ---------------------------------------------------------------------------------------------------
+# A throwaway PostgreSQL cluster
+
+
+def _cluster_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to run a throwaway PostgreSQL cluster as the postgres user"
+    if not (PG_BIN / "initdb").exists():
+        return f"no PostgreSQL binaries in {PG_BIN}"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "no postgres OS user"
+    return None
+
+
+class Cluster:
+    """A PostgreSQL cluster in its own folder, listening on 127.0.0.1:port only, trust auth."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.sockets = root / "sockets"
+        self.log = root / "postgres.log"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._frozen: list[int] = []
+
+    def _as_postgres(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", *command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            cwd=self.root,
+        )
+
+    def init(self) -> None:
+        self.sockets.mkdir()
+        shutil.chown(self.root, "postgres", "postgres")
+        shutil.chown(self.sockets, "postgres", "postgres")
+        done = self._as_postgres(
+            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def start(self) -> None:
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=on"
+        done = self._as_postgres(
+            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30", "start"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr + self.log.read_text(errors="replace")[-2000:]
+
+    def stop(self, mode: str = "fast") -> None:
+        done = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return None
+
+    def processes(self) -> list[int]:
+        """The postmaster and its children (backends, checkpointer, ...)."""
+        postmaster = self.postmaster_pid()
+        if postmaster is None:
+            return []
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def freeze(self, *, postmaster_only: bool = False) -> None:
+        """SIGSTOP: the database host stops answering but its sockets stay open (a hung server)."""
+        pids = self.processes()[:1] if postmaster_only else self.processes()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+            self._frozen.append(pid)
+
+    def thaw(self) -> None:
+        for pid in self._frozen:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        self._frozen.clear()
+
+    def destroy(self) -> None:
+        self.thaw()
+        if self.postmaster_pid() is not None:
+            done = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            pid = self.postmaster_pid()
+            if done.returncode != 0 and pid is not None:
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    problem = _cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    # Not under pytest's tmp_path: that folder is root's, mode 0700, and the postgres user cannot enter it.
+    db = Cluster(Path(tempfile.mkdtemp(prefix="goldtrail-pg-", dir="/tmp")))
+    try:
+        db.init()
+        db.start()
+        yield db
+    finally:
+        db.destroy()
+
+
+def cluster_env(cluster: Cluster, tmp_path: Path) -> dict[str, str]:
+    return clean_environment(
+        GOLDTRAIL_DATABASE_URL=cluster.url,
+        GOLDTRAIL_JWT_SECRET=SECRET,
+        GOLDTRAIL_DATA_DIR=str(tmp_path / "data"),
+        GOLDTRAIL_DB_TIMEOUT_SECONDS=str(DB_TIMEOUT),
+    )
+
+
+@pytest.fixture
+def served(cluster, tmp_path) -> Iterator[tuple[Cluster, str]]:
+    """goldtrail serve on the throwaway cluster; yields (cluster, base URL)."""
+    with goldtrail_serve(tmp_path, cluster_env(cluster, tmp_path)) as base:
+        yield cluster, base
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(scope=AUDITOR_SCOPE)}"}
+
+
+def timed(call: Callable[[], httpx.Response]) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = call()
+    return time.monotonic() - started, response
+
+
+def assert_unavailable(what: str, elapsed: float, response: httpx.Response) -> None:
+    """A quick 503 with a JSON error and a usable Retry-After."""
+    assert elapsed < FAIL_FAST, f"{what} took {elapsed:.1f}s"
+    assert response.status_code == 503, f"{what}: {response.status_code} {response.text}"
+    assert response.headers["content-type"].startswith("application/json"), f"{what}: {response.headers}"
+    assert isinstance(response.json()["error"], str) and response.json()["error"], f"{what}: {response.text}"
+    assert int(response.headers["retry-after"]) >= 1, f"{what}: {response.headers}"
+
+
+def create(client: httpx.Client, run: str, name: str, value: str) -> dict:
+    response = client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": name, "text_value": value})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def history(client: httpx.Client, run: str, label_id: str) -> list[dict]:
+    response = client.get(f"/v1/run/{run}/gold-label/{label_id}/history")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_until_serving(client: httpx.Client, probe: str) -> float:
+    """Poll /readyz and a real read until both answer 200; returns how long that took."""
+    started = time.monotonic()
+    while True:
+        try:
+            if client.get("/readyz").status_code == 200 and client.get(probe).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        if time.monotonic() - started > RECOVERY:
+            pytest.fail(f"the service did not serve again within {RECOVERY}s of the database coming back")
+        time.sleep(0.2)
+
+
+def run_verify(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([GOLDTRAIL, "verify"], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def serve_log(tmp_path: Path) -> str:
+    return "\n".join(path.read_text(errors="replace")[-3000:] for path in sorted(tmp_path.glob("serve-*.log")))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part 1: the database goes away under a running service
+
+
+def every_v1_request(run: str, label_id: str) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
+    label = f"/v1/run/{run}/gold-label/{label_id}"
+    return {
+        "POST": lambda c: c.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"n-{uuid.uuid4()}"}),
+        "PUT": lambda c: c.put(label, json={"text_value": "during the outage"}),
+        "GET": lambda c: c.get(label),
+        "GET as of a version": lambda c: c.get(label, params={"version": "1"}),
+        "list": lambda c: c.get(f"/v1/run/{run}/gold-labels"),
+        "DELETE": lambda c: c.delete(label),
+        "history": lambda c: c.get(f"{label}/history"),
+        "events page": lambda c: c.get("/v1/events"),
+        "digest": lambda c: c.get("/v1/audit/digest"),
+    }
+
+
+def test_requests_fail_fast_with_503_while_the_database_is_down(served):
+    cluster, base = served
+    run = str(uuid.uuid4())
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        label = create(client, run, "summary", "before the outage")
+        cluster.stop("fast")
+        # Twice: the first round meets the pool's now-dead connections, the second finds no server at all.
+        for round_ in (1, 2):
+            for what, call in every_v1_request(run, label["id"]).items():
+                assert_unavailable(f"round {round_}: {what}", *timed(lambda call=call: call(client)))
+            elapsed, ready = timed(lambda: client.get("/readyz"))
+            assert_unavailable(f"round {round_}: /readyz", elapsed, ready)
+            assert "not ready" in ready.json()["error"]
+            health = client.get("/healthz")
+            assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GET /v1/events with Accept: application/x-ndjson starts a 200 stream before touching the database "
+    "(service/audit_api.py returns Stream(audit.feed_stream(...)); the DatabaseUnavailable raised inside the "
+    "generator comes after the status line), so an export while the database is down is a 200 with a cut-off "
+    "body instead of a 503",
+)
+def test_the_event_export_stream_fails_with_503_while_the_database_is_down(served):
+    cluster, base = served
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        create(client, str(uuid.uuid4()), "summary", "before the outage")
+        cluster.stop("fast")
+        started = time.monotonic()
+        with client.stream("GET", "/v1/events", headers={"Accept": "application/x-ndjson"}) as response:
+            elapsed = time.monotonic() - started
+            try:
+                body = response.read()
+            except httpx.TransportError as error:
+                body = repr(error).encode()
+        assert response.status_code == 503, f"{response.status_code} {dict(response.headers)}, then {body!r}"
+        assert_unavailable("NDJSON export", elapsed, response)
+
+
+def test_the_service_recovers_by_itself_when_the_database_comes_back(served):
+    cluster, base = served
+    run = str(uuid.uuid4())
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        first = create(client, run, "summary", "written before the outage")
+        second = create(client, run, "answer", "also before")
+        updated = client.put(f"/v1/run/{run}/gold-label/{second['id']}", json={"text_value": "updated before"})
+        assert updated.status_code == 200
+        before = {
+            "list": client.get(f"/v1/run/{run}/gold-labels").json(),
+            "history": [history(client, run, label["id"]) for label in (first, second)],
+        }
+
+        cluster.stop("fast")
+        assert_unavailable("GET during the outage", *timed(lambda: client.get(f"/v1/run/{run}/gold-labels")))
+        cluster.start()
+
+        took = wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+        print(f"\nserving again {took:.1f}s after the database came back")
+        assert client.get("/readyz").json() == {"status": "ready"}
+        assert client.get(f"/v1/run/{run}/gold-labels").json() == before["list"]
+        assert [history(client, run, label["id"]) for label in (first, second)] == before["history"]
+        # and it writes again
+        after = client.put(f"/v1/run/{run}/gold-label/{first['id']}", json={"text_value": "after the outage"})
+        assert after.status_code == 200 and after.headers["etag"] == '"2"'
+        third = create(client, run, "third", "new after the outage")
+        assert [label["id"] for label in client.get(f"/v1/run/{run}/gold-labels").json()] == [
+            first["id"],
+            second["id"],
+            third["id"],
+        ]
+
+
+def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(served, tmp_path):
+    cluster, base = served
+    run = str(uuid.uuid4())
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        label_id = create(client, run, "hot", "v1")["id"]
+    path = f"/v1/run/{run}/gold-label/{label_id}"
+    stop = threading.Event()
+    outcomes: list[tuple[str, int | str, str | None]] = []  # (value sent, status or error, ETag)
+
+    def writer(n: int) -> None:
+        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+            i = 0
+            while not stop.is_set():
+                value = f"writer {n} put {i}"
+                i += 1
+                try:
+                    response = client.put(path, json={"text_value": value})
+                except httpx.TransportError as error:
+                    outcomes.append((value, type(error).__name__, None))
+                    continue
+                outcomes.append((value, response.status_code, response.headers.get("etag")))
+                if response.status_code != 200:
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        cluster.stop("immediate")  # kills every backend mid-transaction, no shutdown checkpoint
+        time.sleep(1.5)
+        cluster.start()  # crash recovery replays the WAL
+        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+            wait_until_serving(client, path)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    statuses = Counter(status for _, status, _ in outcomes)
+    assert set(statuses) <= {200, 503}, f"{statuses}\n{serve_log(tmp_path)}"
+    assert statuses[503] > 0, f"the outage was not felt: {statuses}"
+    acknowledged = {int(etag.strip('"')): value for value, status, etag in outcomes if status == 200}
+    assert len(acknowledged) == statuses[200], "two acknowledged PUTs got the same version"
+
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        entries = history(client, run, label_id)
+        current = client.get(path)
+    versions = [entry["version"] for entry in entries]
+    assert versions == list(range(1, len(entries) + 1))
+    stored = {entry["version"]: entry["state"]["text_value"] for entry in entries}
+    lost = {version: value for version, value in acknowledged.items() if stored.get(version) != value}
+    assert not lost, f"acknowledged writes missing or different after the outage: {lost}"
+    refused = {value for value, status, _ in outcomes if status != 200}
+    applied_anyway = [entry for entry in entries[1:] if entry["state"]["text_value"] in refused]
+    assert not applied_anyway, f"writes answered 503 were applied: {applied_anyway}"
+    assert len(entries) == 1 + len(acknowledged)
+    print(f"\noutage during writes: {dict(statuses)}; {len(acknowledged)} acknowledged, {len(entries) - 1} stored")
+    assert current.json() == entries[-1]["state"] and current.headers["etag"] == f'"{len(entries)}"'
+
+    verified = run_verify(cluster_env(cluster, tmp_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def requests_in_parallel(base: str, calls: dict[str, Callable[[httpx.Client], httpx.Response]]) -> dict:
+    """Send every call at once; each comes back as (seconds, response or the transport error)."""
+
+    def one(call: Callable[[httpx.Client], httpx.Response]) -> tuple[float, httpx.Response | Exception]:
+        started = time.monotonic()
+        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+            try:
+                answer: httpx.Response | Exception = call(client)
+            except httpx.TransportError as error:
+                answer = error
+            return time.monotonic() - started, answer
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        futures = {what: pool.submit(one, call) for what, call in calls.items()}
+        return {what: future.result() for what, future in futures.items()}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a request that gets a pooled connection hangs while the database hangs: Database.connect "
+    "(service/database.py) bounds only new connections (connect_timeout) and pool checkout (pool_timeout); "
+    "pool_pre_ping's SELECT 1 and every statement on an already open connection have no statement_timeout, "
+    "TCP keepalive or asyncio timeout, so that request never answers (client timeout after 15 s) while the ones "
+    "that open new connections get 503 after about 2 s",
+)
+def test_requests_fail_fast_with_503_while_the_database_hangs(served, tmp_path):
+    cluster, base = served
+    run = str(uuid.uuid4())
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        label_id = create(client, run, "summary", "before the hang")["id"]
+        cluster.freeze()
+        try:
+            answers = requests_in_parallel(base, every_v1_request(run, label_id))
+            ready = timed(lambda: client.get("/readyz"))
+            health = client.get("/healthz")
+        finally:
+            cluster.thaw()
+        assert health.status_code == 200
+        summary = {
+            what: (round(elapsed, 1), answer.status_code if isinstance(answer, httpx.Response) else repr(answer))
+            for what, (elapsed, answer) in answers.items()
+        }
+        for what, (elapsed, answer) in answers.items():
+            assert isinstance(answer, httpx.Response), f"{what} did not answer: {summary}"
+            assert_unavailable(what, elapsed, answer)
+        assert_unavailable("/readyz", *ready)
+        wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+
+
+def start_serve_process(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    log = cwd / f"serve-start-{uuid.uuid4().hex[:6]}.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [GOLDTRAIL, "serve", "--port", str(free_port())],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, log
+
+
+def test_serve_exits_with_an_error_when_the_database_is_down_at_start(cluster, tmp_path):
+    cluster.stop("fast")
+    process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
+    try:
+        code = process.wait(timeout=10 * DB_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"goldtrail serve neither served nor exited within {10 * DB_TIMEOUT}s: {log.read_text()[-2000:]}")
+    output = log.read_text(errors="replace")
+    assert code != 0
+    assert "Connection refused" in output and str(cluster.port) in output, output[-2000:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a database down at start is reported as an uncaught Python traceback (about 60 lines, exit 1): "
+    "service/cli.py _serve calls migrate() and main() catches only SettingsError and SchemaOutOfDate, so the "
+    "sqlalchemy.exc.OperationalError is not turned into the one-line 'goldtrail: ...' message (exit 2) the CLI "
+    "gives for every other start-up problem",
+)
+def test_serve_explains_in_one_line_that_the_database_is_unreachable(cluster, tmp_path):
+    cluster.stop("fast")
+    process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
+    try:
+        process.wait(timeout=10 * DB_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    output = log.read_text(errors="replace")
+    assert "Traceback" not in output, output[-1500:]
+    assert output.startswith("goldtrail: "), output[-1500:]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="goldtrail serve hangs forever when the database accepts connections but does not answer: "
+    "service/cli.py _serve runs migrate() before anything else, and service/migrate.py migrate() makes its "
+    "engine with sa.create_engine(sync_url(url), poolclass=NullPool) and no connect_timeout, so "
+    "GOLDTRAIL_DB_TIMEOUT_SECONDS does not apply to start-up and psycopg waits for the server's reply forever",
+)
+def test_serve_gives_up_in_bounded_time_when_the_database_hangs_at_start(cluster, tmp_path):
+    cluster.freeze(postmaster_only=True)  # the kernel still accepts connections; nobody answers
+    bound = 5 * DB_TIMEOUT
+    process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
+    try:
+        code = process.wait(timeout=bound)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        cluster.thaw()
+    assert code is not None, f"goldtrail serve was still starting after {bound}s; its output: {log.read_text()!r}"
+    assert code != 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part 2: the server is SIGKILLed in the middle of writes
+
+
+@contextmanager
+def killable_serve(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Like tests.servers.goldtrail_serve, but hands out the process (in its own process group) to kill."""
+    port = free_port()
+    log = open(cwd / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below, after the process
+    process = subprocess.Popen(
+        [GOLDTRAIL, "serve", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, f"goldtrail serve exited: {(cwd / log.name).read_text()[-2000:]}"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"goldtrail serve did not come up: {(cwd / log.name).read_text()}"
+            time.sleep(0.1)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def crash_database(request, tmp_path) -> Iterator[str]:
+    url = fresh_database_url(request.param, tmp_path)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        if request.param == "postgres":
+            drop_postgres_database(url)
+
+
+WRITERS = 12
+PUTS_PER_LABEL = 4
+
+
+def test_a_sigkilled_server_loses_no_acknowledged_write(crash_database, tmp_path):
+    env = clean_environment(
+        GOLDTRAIL_DATABASE_URL=crash_database, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp_path / "data")
+    )
+    run = str(uuid.uuid4())
+    acknowledged: list[tuple[str, int, str]] = []  # (label id, version from the ETag, value sent)
+    unexpected: list[tuple[str, int, str]] = []
+    killed = threading.Event()
+
+    def writer(n: int, base: str) -> None:
+        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+            try:
+                for k in range(10_000):
+                    value = f"writer {n} label {k} v1"
+                    created = client.post(
+                        f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"w{n}-{k}", "text_value": value}
+                    )
+                    if created.status_code != 201:
+                        unexpected.append(("POST", created.status_code, created.text))
+                        return
+                    label_id = created.json()["id"]
+                    acknowledged.append((label_id, int(created.headers["etag"].strip('"')), value))
+                    for i in range(2, PUTS_PER_LABEL + 2):
+                        value = f"writer {n} label {k} v{i}"
+                        updated = client.put(f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": value})
+                        if updated.status_code != 200:
+                            unexpected.append(("PUT", updated.status_code, updated.text))
+                            return
+                        acknowledged.append((label_id, int(updated.headers["etag"].strip('"')), value))
+            except httpx.TransportError:
+                if not killed.is_set():
+                    raise
+
+    with killable_serve(tmp_path, env) as (process, base), ThreadPoolExecutor(WRITERS) as pool:
+        futures = [pool.submit(writer, n, base) for n in range(WRITERS)]
+        deadline = time.monotonic() + 10
+        while len(acknowledged) < 300 and time.monotonic() < deadline and not unexpected:
+            time.sleep(0.02)
+        killed.set()
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        for future in futures:
+            future.result(timeout=60)
+    assert not unexpected, unexpected
+    assert len(acknowledged) >= 50, f"only {len(acknowledged)} writes before the kill"
+
+    with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers(), timeout=30) as client:
+        listed = client.get(f"/v1/run/{run}/gold-labels")
+        assert listed.status_code == 200, listed.text
+        listed_ids = [label["id"] for label in listed.json()]
+        acknowledged_ids = {label_id for label_id, _, _ in acknowledged}
+        assert acknowledged_ids <= set(listed_ids), "an acknowledged create is missing from the list"
+        found, stored_writes = 0, 0
+        for label in listed.json():
+            entries = history(client, run, label["id"])
+            stored_writes += len(entries)
+            assert [entry["version"] for entry in entries] == list(range(1, len(entries) + 1)), entries
+            current = client.get(f"/v1/run/{run}/gold-label/{label['id']}")
+            assert current.json() == entries[-1]["state"] == label, "a label is not whole: GET, list and history differ"
+            assert current.headers["etag"] == f'"{len(entries)}"'
+            for entry in entries:
+                assert entry["state"]["text_value"].endswith(f" v{entry['version']}"), entry  # no stray write
+            stored = {entry["version"]: entry["state"]["text_value"] for entry in entries}
+            for label_id, version, value in acknowledged:
+                if label_id == label["id"]:
+                    assert stored.get(version) == value, f"acknowledged write {label_id} v{version} lost"
+                    found += 1
+    print(
+        f"\n{crash_database.split(':')[0]}: {len(acknowledged)} writes acknowledged before SIGKILL, {found} found "
+        f"after restart; {stored_writes - found} more stored that were never acknowledged (in flight at the kill)"
+    )
+    assert found == len(acknowledged)
+
+    verified = run_verify(env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
