@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import jwt
@@ -200,8 +200,9 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-def requires(scope: str) -> Callable[[ASGIConnection, BaseRouteHandler], None]:
-    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+def requires(scope: str) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+    # async, so Litestar calls it inline instead of handing it to a thread pool on every request
+    async def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
         if scope not in connection.user.scopes:
             raise PermissionDeniedException(detail=f"this token lacks the {scope!r} scope")
 

@@ -1057,8 +1057,8 @@ def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(real_server):
     headers = {"Authorization": f"Bearer {token_}", **JSON}
     try:
         response = httpx.post(f"{real_server.base_url}/v1/run/{run}/gold-labels", content=body(), headers=headers)
-    except httpx.WriteError:
-        pass  # the server answered and closed while we were still sending: allowed
+    except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
+        pass  # the server answered and closed while we were still sending: allowed, as long as nothing was stored
     else:
         assert_error(response, 413)
     assert _run_is_unknown(real_server, token_, run)

@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -378,15 +379,142 @@ def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(serve
     stored = {entry["version"]: entry["state"]["text_value"] for entry in entries}
     lost = {version: value for version, value in acknowledged.items() if stored.get(version) != value}
     assert not lost, f"acknowledged writes missing or different after the outage: {lost}"
-    refused = {value for value, status, _ in outcomes if status != 200}
-    applied_anyway = [entry for entry in entries[1:] if entry["state"]["text_value"] in refused]
-    assert not applied_anyway, f"writes answered 503 were applied: {applied_anyway}"
-    assert len(entries) == 1 + len(acknowledged)
-    print(f"\noutage during writes: {dict(statuses)}; {len(acknowledged)} acknowledged, {len(entries) - 1} stored")
+    # Every stored PUT was sent by a writer. Beyond the acknowledged ones, only a PUT whose COMMIT reached the
+    # database just before it died can be there (answered 503 all the same): the rare case
+    # test_a_write_whose_commit_answer_is_lost_is_not_answered_503 makes happen on purpose.
+    sent = {value for value, _, _ in outcomes}
+    assert all(entry["state"]["text_value"] in sent for entry in entries[1:])
+    answered_503 = {value for value, status, _ in outcomes if status == 503}
+    applied_anyway = [entry for entry in entries[1:] if entry["state"]["text_value"] in answered_503]
+    assert len(entries) == 1 + len(acknowledged) + len(applied_anyway)
+    print(
+        f"\noutage during writes: {dict(statuses)}; {len(acknowledged)} acknowledged, {len(entries) - 1} stored, "
+        f"{len(applied_anyway)} answered 503 but applied {[e['request_id'] for e in applied_anyway]}"
+    )
     assert current.json() == entries[-1]["state"] and current.headers["etag"] == f'"{len(entries)}"'
 
     verified = run_verify(cluster_env(cluster, tmp_path))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+class CommitCuttingProxy:
+    """A TCP proxy in front of the database. Once armed, it lets the COMMIT of the next transaction that
+    appends an event reach the server, holds back everything the server answers, and then cuts the
+    connection: the write is committed, but goldtrail never hears so (a database or network dying at the
+    worst moment, made to happen every time)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self._sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self._sockets += [client, server]
+            holding = threading.Event()
+            threading.Thread(target=self._to_server, args=(client, server, holding), daemon=True).start()
+            threading.Thread(target=self._to_client, args=(server, client, holding), daemon=True).start()
+
+    def _to_server(self, client: socket.socket, server: socket.socket, holding: threading.Event) -> None:
+        appended = False
+        with suppress(OSError):
+            while data := client.recv(65536):
+                appended = appended or b"INSERT INTO events" in data
+                if appended and b"COMMIT" in data and self.armed.is_set():
+                    self.armed.clear()
+                    holding.set()  # from here on, nothing the server says reaches goldtrail
+                    server.sendall(data)
+                    time.sleep(0.5)  # the server commits and answers into the void
+                    self.cut.set()
+                    for end in (client, server):
+                        with suppress(OSError):
+                            end.shutdown(socket.SHUT_RDWR)
+                    return
+                server.sendall(data)
+                if b"COMMIT" in data or b"ROLLBACK" in data:
+                    appended = False
+
+    def _to_client(self, server: socket.socket, client: socket.socket, holding: threading.Event) -> None:
+        with suppress(OSError):
+            while data := server.recv(65536):
+                if holding.is_set():
+                    continue
+                client.sendall(data)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            with suppress(OSError):
+                sock.close()
+
+
+@pytest.fixture
+def commit_cutting(cluster, tmp_path) -> Iterator[tuple[CommitCuttingProxy, str]]:
+    """goldtrail serve talking to the throwaway cluster through a CommitCuttingProxy; yields (proxy, base URL)."""
+    proxy = CommitCuttingProxy(cluster.port)
+    env = cluster_env(cluster, tmp_path)
+    env["GOLDTRAIL_DATABASE_URL"] = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+    try:
+        with goldtrail_serve(tmp_path, env) as base:
+            yield proxy, base
+    finally:
+        proxy.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a write whose COMMIT reached the database but whose answer was lost is answered 503 ('retry shortly'; "
+    "DatabaseUnavailable says 'the request changed nothing') although it was committed: Database._transaction "
+    "(service/database.py) maps any connection loss, during COMMIT too, to DatabaseUnavailable without finding "
+    "out whether the commit happened (the event carries the request id, so it could be looked up after "
+    "reconnecting), so a client that retries without an Idempotency-Key applies the change twice",
+)
+def test_a_write_whose_commit_answer_is_lost_is_not_answered_503(commit_cutting):
+    proxy, base = commit_cutting
+    run = str(uuid.uuid4())
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        label_id = create(client, run, "summary", "v1")["id"]
+        proxy.armed.set()
+        elapsed, response = timed(
+            lambda: client.put(f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": "sent once"})
+        )
+        assert proxy.cut.is_set()
+        assert elapsed < FAIL_FAST
+        entries = history(client, run, label_id)
+    assert [entry["state"]["text_value"] for entry in entries] == ["v1", "sent once"], "the COMMIT did not land"
+    assert response.status_code != 503, (
+        f"answered {response.status_code} {response.text} (Retry-After {response.headers.get('retry-after')}), "
+        f"but the write was committed as version 2 (request id {entries[1]['request_id']})"
+    )
+    assert response.status_code == 200 and response.headers["etag"] == '"2"', response.text
+
+
+def test_retrying_a_write_whose_commit_answer_was_lost_with_its_idempotency_key_applies_it_once(commit_cutting):
+    proxy, base = commit_cutting
+    run = str(uuid.uuid4())
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        label_id = create(client, run, "summary", "v1")["id"]
+        put = lambda: client.put(  # noqa: E731
+            f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": "sent once"}, headers={"Idempotency-Key": "k-1"}
+        )
+        proxy.armed.set()
+        first = put()
+        assert proxy.cut.is_set()
+        assert first.status_code in (200, 503), first.text
+        retry = put()
+        # The lost answer's write was committed with its key: the retry replays it instead of writing again.
+        assert retry.status_code == 200, retry.text
+        assert retry.headers["etag"] == '"2"' and retry.headers.get("idempotent-replayed") == "true", retry.headers
+        entries = history(client, run, label_id)
+    assert [entry["state"]["text_value"] for entry in entries] == ["v1", "sent once"]
 
 
 def requests_in_parallel(base: str, calls: dict[str, Callable[[httpx.Client], httpx.Response]]) -> dict:
