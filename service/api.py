@@ -127,12 +127,12 @@ async def delete_gold_label(
 LABEL_ROUTES = [create_gold_label, list_gold_labels, get_gold_label, update_gold_label, delete_gold_label]
 
 
-@get("/healthz", operation_id="health")
+@get("/healthz", operation_id="health", operation_class=openapi.HEALTH)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", operation_id="readiness")
+@get("/readyz", operation_id="readiness", operation_class=openapi.READINESS)
 async def readyz(state: State) -> Response:
     settings: Settings = state.settings
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,14 +13,14 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusController
+from litestar.routes import HTTPRoute
 
 from service.api import LABEL_ROUTES, healthz, readyz
 from service.audit_api import AUDIT_ROUTES
 from service.auth import BearerAuthMiddleware, TokenVerifier
 from service.database import Database
 from service.errors import EXCEPTION_HANDLERS
-from service.metrics import PROMETHEUS
+from service.metrics import PROMETHEUS, MetricsController
 from service.request_log import configure_logging, logged
 from service.settings import Settings, load_settings
 
@@ -31,7 +32,30 @@ class GoldtrailApp(Litestar):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        if scope.get("method") == "OPTIONS":
+            send = self._with_every_allowed_method(scope, send)
         await logged(super().__call__, scope, receive, send)
+
+    @functools.cached_property
+    def _methods_by_path(self) -> dict[str, str]:
+        by_path: dict[str, set[str]] = {}
+        for route in self.routes:
+            if isinstance(route, HTTPRoute):
+                for path in (route.path, route.path_format):
+                    by_path.setdefault(path, set()).update(route.methods)
+        return {path: ", ".join(sorted(methods)) for path, methods in by_path.items()}
+
+    def _with_every_allowed_method(self, scope, send):
+        """Litestar 2's automatic OPTIONS answer lists only the first handler's methods of a path."""
+
+        async def send_full_allow(message) -> None:
+            allowed = self._methods_by_path.get(scope.get("path_template", ""))
+            if message["type"] == "http.response.start" and allowed:
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"allow"]
+                message["headers"] = [*headers, (b"allow", allowed.encode())]
+            await send(message)
+
+        return send_full_allow
 
 
 def _provide_db(state: State) -> Database:
@@ -65,7 +89,7 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.db.close()
 
     app = GoldtrailApp(
-        route_handlers=[_v1(), healthz, readyz, PrometheusController],
+        route_handlers=[_v1(), healthz, readyz, MetricsController],
         middleware=[PROMETHEUS.middleware],
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,

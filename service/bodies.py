@@ -4,6 +4,7 @@ digit for digit and all of Unicode come back on every later read exactly as sent
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 from typing import Any
@@ -77,6 +78,11 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
     if not body.strip():
         raise InvalidInput("request body is empty: send a JSON object")
     try:
+        # Checked whole: msgspec would skip bytes inside fields it ignores.
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("request body is not valid UTF-8") from None
+    try:
         return decoder.decode(body)
     except msgspec.ValidationError as error:
         raise _invalid(str(error)) from None
@@ -93,10 +99,40 @@ def _check_text(value: str | None, field: str) -> None:
         raise InvalidInput(f"{field} contains the character U+0000, which cannot be stored", field)
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+
+
+def _ignore(_text: str) -> None:
+    return None
+
+
+def _reject_duplicate_keys(raw: msgspec.Raw) -> None:
+    """A key twice in one object is refused: the value is stored as sent, and readers disagree on which
+    of the two wins (so checks made on one would not hold for the other)."""
+    try:
+        json.loads(bytes(raw), object_pairs_hook=_unique_pairs, parse_int=_ignore, parse_float=_ignore)
+    except _DuplicateKey as duplicate:
+        raise InvalidInput(
+            f"object_value has the key {str(duplicate)[:60]!r} twice in one object", "object_value"
+        ) from None
+    except (ValueError, RecursionError):
+        pass  # not this check's business: msgspec's decode below reports it
+
+
 def _object_text(raw: msgspec.Raw, max_depth: int) -> msgspec.Raw:
     """Check that the object value is an object, not nested too deep and free of U+0000; return it compacted."""
     if raw == NULL:
         return NULL
+    _reject_duplicate_keys(raw)
     try:
         value = _object_decoder.decode(raw)
     except msgspec.ValidationError as error:

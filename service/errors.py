@@ -37,6 +37,10 @@ def _http_error(request: Request, error: HTTPException) -> Response:
         message = (
             f"request body is larger than the limit of {request.route_handler.resolve_request_max_body_size()} bytes"
         )
+    elif status == 500 and "disconnected" in str(error.detail):
+        # The client went away mid-body: nothing was stored and nobody waits for this answer. 499 is
+        # the usual code for it, so logs and metrics do not count it as a server error.
+        status, message = 499, "the client closed the request before sending the whole body"
     elif status >= 500:
         logger.error("framework error", exc_info=error)
         message = "internal error"

@@ -3,7 +3,7 @@ events appended by type, the database pool (in use, waiting), and failed databas
 
 from __future__ import annotations
 
-from litestar.plugins.prometheus import PrometheusConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from prometheus_client import Counter, Gauge
 
 EVENTS_APPENDED = Counter("goldtrail_events_appended_total", "Events committed to the log", ["type"])
@@ -25,3 +25,9 @@ PROMETHEUS = PrometheusConfig(
     group_path=True,  # label requests by route template, not by every label id
     exclude=["^/metrics"],
 )
+
+
+class MetricsController(PrometheusController):
+    """`GET /metrics` in Prometheus' text format; left out of the OpenAPI schema, which describes JSON routes."""
+
+    include_in_schema = False

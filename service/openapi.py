@@ -70,23 +70,42 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+# What the handlers accept in the query string (they parse these themselves, strictly).
+QUERY = {
+    "as_of": {"type": "string", "format": "date-time"},
+    "version": {"type": "integer", "minimum": 1},
+    "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+    "position": {"type": "integer", "minimum": 0},
+    "after": {"type": "string", "pattern": "^([0-9]{1,19}-[0-9]{1,18})?$"},  # empty: from the start
+}
+
+
 def described(
-    success: int, answer: dict[str, Any] | None, errors: tuple[int, ...], body: dict[str, Any] | None = None
+    success: int,
+    answer: dict[str, Any] | None,
+    errors: tuple[int, ...],
+    body: dict[str, Any] | None = None,
+    *,
+    public: bool = False,
 ) -> type[Operation]:
     """An Operation class that documents a route's body, its answer and its errors."""
     responses: dict[str, Any] = {
         str(success): {"description": "Success", **({"content": _json(answer)} if answer else {})}
     }
-    for status in (*errors, 401, 503):
+    for status in (*errors, *(() if public else (401, 503))):
         responses[str(status)] = {"description": _ERRORS[status], "content": _json(ERROR)}
 
     @dataclass
     class Described(Operation):
         def __post_init__(self) -> None:
             self.responses = responses  # type: ignore[assignment]
+            if public:
+                self.security = []
             for parameter in self.parameters or ():
                 if parameter.param_in == "path":  # every path id is a UUID
                     parameter.schema = UUID  # type: ignore[union-attr]
+                elif parameter.name in QUERY:
+                    parameter.schema = QUERY[parameter.name]  # type: ignore[union-attr]
             if body is not None:
                 self.request_body = {"required": True, "content": _json(body)}  # type: ignore[assignment]
 
@@ -156,3 +175,7 @@ DIGEST = described(
     },
     (400, 403, 404),
 )
+
+STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+HEALTH = described(200, STATUS, (), public=True)
+READINESS = described(200, STATUS, (503,), public=True)
