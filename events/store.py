@@ -39,6 +39,8 @@ class SqlTransaction(Protocol):
 
     async def execute(self, sql: str, params: dict[str, Any]) -> None: ...
 
+    async def execute_one(self, sql: str, params: dict[str, Any]) -> None: ...
+
 
 _APPEND = (
     "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id,"
@@ -102,3 +104,14 @@ async def read_all(conn: AsyncConnection, batch_size: int = 5000) -> AsyncIterat
     result = await conn.stream(sa.select(*COLUMNS).order_by(events.c.position).execution_options(yield_per=batch_size))
     async for row in result:
         yield from_row(row)
+
+
+async def has_event(conn: AsyncConnection, event: SealedEvent) -> bool:
+    """Whether this very event (same stream, version and hash) is in the log: the way to learn if a
+    write whose COMMIT answer was lost did commit."""
+    query = sa.select(events.c.hash).where(
+        events.c.account_id == event.account_id,
+        events.c.stream_id == event.stream_id,
+        events.c.version == event.version,
+    )
+    return (await conn.execute(query)).scalar_one_or_none() == event.hash

@@ -45,10 +45,6 @@ gold_labels = sa.Table(
 )
 
 
-class ProjectionConflict(Exception):
-    """The row moved on under us: someone else applied an event to this label first."""
-
-
 def to_row(state: LabelState) -> dict:
     row = msgspec.structs.asdict(state)
     row["object_value"] = None if state.object_value == NULL else bytes(state.object_value).decode()
@@ -68,7 +64,7 @@ _MOVE_ON = (
     "UPDATE gold_labels SET text_value = :text_value, object_value = :object_value,"
     " object_value_is_partial = :object_value_is_partial, updated_by = :updated_by, updated_at = :updated_at,"
     " deleted_by = :deleted_by, deleted_at = :deleted_at, version = :version, hash = :hash"
-    " WHERE account_id = :account_id AND id = :id AND version = :previous RETURNING version"
+    " WHERE account_id = :account_id AND id = :id AND version = :previous"
 )
 
 
@@ -93,9 +89,8 @@ async def save(tx: SqlTransaction, state: LabelState) -> None:
     if state.version == 1:
         await tx.execute(_INSERT, to_row(state))
         return
-    moved = await tx.fetchone(_MOVE_ON, {**to_row(state), "previous": state.version - 1})
-    if moved is None:
-        raise ProjectionConflict(f"label {state.id} is no longer at version {state.version - 1}")
+    # Exactly one row must move on, or the whole transaction (the event with it) is refused.
+    await tx.execute_one(_MOVE_ON, {**to_row(state), "previous": state.version - 1})
 
 
 async def load(conn: AsyncConnection, account_id: str, label_id: str, *, for_update: bool = False) -> LabelState | None:

@@ -3,8 +3,6 @@ Handlers are thin: parse the request, call one use case, answer."""
 
 from __future__ import annotations
 
-import asyncio
-
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
@@ -136,8 +134,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> Response:
     settings: Settings = state.settings
     try:
-        await asyncio.wait_for(state.db.ping(), timeout=settings.db_timeout_seconds)
-    except (DatabaseUnavailable, TimeoutError, OSError) as error:
+        await state.db.ping()
+    except DatabaseUnavailable as error:
         return error_response(
             503,
             f"not ready: the database is unreachable ({type(error).__name__})",

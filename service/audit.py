@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events import feed, store
 from events.schema import events
@@ -109,8 +110,7 @@ def history_of(stream: list[RecordedEvent]) -> list[HistoryEntry]:
 
 
 async def _stream_of(db: Database, account_id: str, run_id: str, label_id: str) -> list[RecordedEvent]:
-    async with db.read() as conn:
-        stream = await store.read_stream(conn, account_id, label_id)
+    stream = await db.run_read(lambda conn: store.read_stream(conn, account_id, label_id))
     if not stream or stream[0].run_id != run_id:
         raise LabelNotFound(run_id, label_id)
     return stream
@@ -141,12 +141,15 @@ async def run_as_of(db: Database, account_id: str, run_id: str, at: datetime) ->
         .where(events.c.account_id == account_id, events.c.run_id == run_id, events.c.recorded_at <= at)
         .order_by(events.c.position)
     )
-    states: dict[str, LabelState] = {}
-    async with db.read() as conn:
-        result = await conn.stream(query.execution_options(yield_per=5000))
-        async for row in result:
+
+    async def replay_run(conn: AsyncConnection) -> dict[str, LabelState]:
+        states: dict[str, LabelState] = {}
+        async for row in await conn.stream(query.execution_options(yield_per=5000)):
             event = store.from_row(row)
             states[event.stream_id] = apply(states.get(event.stream_id), event)
+        return states
+
+    states = await db.run_read(replay_run)
     if not states:
         raise RunNotFound(run_id)
     return sorted((s for s in states.values() if not s.deleted), key=lambda s: (s.created_at, s.id))
@@ -174,27 +177,30 @@ async def feed_page(
     db: Database, account_id: str | None, after: feed.FeedPoint, limit: int
 ) -> tuple[list[FeedEvent], str]:
     """A page of the feed and the cursor to ask for the next one (the same cursor when nothing is new)."""
-    async with db.read() as conn:
-        page = await feed.read_page(conn, account_id, after, limit)
+    page = await db.run_read(lambda conn: feed.read_page(conn, account_id, after, limit))
     return [feed_event(point, event) for point, event in page], (page[-1][0] if page else after).cursor
 
 
 async def feed_stream(db: Database, account_id: str | None, after: feed.FeedPoint) -> AsyncIterator[FeedEvent]:
+    # An export runs as long as the log is long: no time limit, and the stream cannot be restarted.
     async with db.read() as conn:
         async for point, event in feed.stream(conn, account_id, after):
             yield feed_event(point, event)
 
 
 async def log_digest(db: Database, account_id: str, position: int | None) -> Digest:
-    async with db.read() as conn:
-        if position is None:
-            point = await feed.newest_point(conn, account_id) or feed.FeedPoint(0, 0)
-        elif position == 0:
-            point = feed.FeedPoint(0, 0)
-        elif position > MAX_POSITION:
+    return await db.run_read(lambda conn: _digest(conn, account_id, position))
+
+
+async def _digest(conn: AsyncConnection, account_id: str, position: int | None) -> Digest:
+    if position is None:
+        point = await feed.newest_point(conn, account_id) or feed.FeedPoint(0, 0)
+    elif position == 0:
+        point = feed.FeedPoint(0, 0)
+    elif position > MAX_POSITION:
+        raise PositionNotFound(position)
+    else:
+        point = await feed.point_of(conn, account_id, position)
+        if point is None:
             raise PositionNotFound(position)
-        else:
-            point = await feed.point_of(conn, account_id, position)
-            if point is None:
-                raise PositionNotFound(position)
-        return Digest(position=point.position, digest=await feed.digest(conn, account_id, point))
+    return Digest(position=point.position, digest=await feed.digest(conn, account_id, point))

@@ -78,14 +78,20 @@ async def events_feed(
     except BadCursor as error:
         raise InvalidInput(f"after: {error}", "after") from None
     if NDJSON in request.headers.get("accept", ""):
-        return Stream(_lines(audit.feed_stream(db, request.user.account, point)), media_type=NDJSON)
+        events = audit.feed_stream(db, request.user.account, point)
+        # Reach the database before answering 200, so an outage is a 503 and not a cut-off stream.
+        first = await db.within_time_limit(lambda _abandoned: anext(events, None))
+        return Stream(_lines(first, events), media_type=NDJSON)
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     page, next_cursor = await audit.feed_page(db, request.user.account, point, size)
     return Response(content=encode({"events": page, "next": next_cursor}), media_type="application/json")
 
 
-async def _lines(events: AsyncIterator[audit.FeedEvent]) -> AsyncIterator[bytes]:
-    async for event in events:
+async def _lines(first: audit.FeedEvent | None, rest: AsyncIterator[audit.FeedEvent]) -> AsyncIterator[bytes]:
+    if first is None:
+        return
+    yield encode(first) + b"\n"
+    async for event in rest:
         yield encode(event) + b"\n"
 
 

@@ -29,7 +29,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     TokenVerifier(settings)  # fail now, with a clear message, on an unusable key file
     configure_logging(settings.log_level)
-    revision = migrate(settings.database_url)
+    revision = migrate(settings.database_url, settings.db_timeout_seconds)
     logger.info("schema is at migration %s", revision)
     if settings.embedded:
         logger.info(
@@ -58,7 +58,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         database = make_url(settings.database_url).database or "goldtrail"
         print(";\n".join(runtime_role_sql(args.print_runtime_role_sql, database)) + ";")
         return 0
-    print(f"schema is at migration {migrate(settings.database_url)}")
+    print(f"schema is at migration {migrate(settings.database_url, settings.db_timeout_seconds)}")
     if args.runtime_role:
         try:
             create_runtime_role(settings.database_url, args.runtime_role)
@@ -181,16 +181,23 @@ _NEEDS_CURRENT_SCHEMA = {"verify", "rebuild", "history", "export"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from service.database import DatabaseUnavailable
     from service.migrate import SchemaOutOfDate, require_current_schema
 
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
         if args.command in _NEEDS_CURRENT_SCHEMA:
-            require_current_schema(settings.database_url)
+            require_current_schema(settings.database_url, settings.db_timeout_seconds)
         return args.run(settings, args)
     except (SettingsError, SchemaOutOfDate) as error:
         print(f"goldtrail: {error}", file=sys.stderr)
+        return 2
+    except (OperationalError, InterfaceError, DatabaseUnavailable) as error:
+        detail = str(getattr(error, "orig", None) or error).strip().splitlines()
+        print(f"goldtrail: cannot reach the database: {detail[0] if detail else error}", file=sys.stderr)
         return 2
 
 

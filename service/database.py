@@ -6,14 +6,15 @@ Everything outside this module (and the migrations) is dialect-free SQLAlchemy C
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -24,9 +25,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from service.metrics import DB_CONNECTIONS_IN_USE, DB_CONNECTIONS_WAITING, DB_FAILURES
 from service.settings import Settings
 
+T = TypeVar("T")
+
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or did not answer in time; the request changed nothing."""
+
+
+class StaleConnection(DatabaseUnavailable):
+    """The database had dropped this pooled connection (it restarted) before anything was committed:
+    running the same work again on a fresh connection is safe, and is what callers do."""
+
+
+class CommitOutcomeUnknown(DatabaseUnavailable):
+    """The connection was lost while COMMIT was on its way: the write may or may not have happened."""
+
+
+class RowMovedOn(Exception):
+    """A guarded UPDATE found its row at another version: someone else wrote first; nothing was committed."""
 
 
 class UniqueViolation(Exception):
@@ -102,8 +118,11 @@ def _is_unavailable(error: BaseException) -> bool:
 class Database:
     """An engine plus the two kinds of transaction a request uses."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, timeout_seconds: float = 5.0) -> None:
         self.engine = engine
+        # A request's transaction must finish within this, or it is cancelled and answered 503: a
+        # database that accepts connections but never answers must not hang requests.
+        self.timeout_seconds = timeout_seconds
         self.dialect = engine.dialect.name
         # SQLite allows one writer per file: queue this process's writers here instead of
         # spinning on the file lock (the busy timeout still covers other processes).
@@ -129,11 +148,12 @@ class Database:
                 hide_parameters=True,  # label values must never reach a log line through an error message
                 connect_args={"connect_timeout": max(1, round(settings.db_timeout_seconds))},
             )
-        return cls(engine)
+        return cls(engine, settings.db_timeout_seconds)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A read-write transaction that commits when the block ends and rolls back on any exception."""
+        """A read-write SQLAlchemy transaction, for operator jobs (rebuild) that take as long as they take:
+        commits when the block ends, rolls back on any exception."""
         if self._write_lock is None:
             async with self._transaction(write=True) as conn:
                 yield conn
@@ -143,8 +163,61 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only SQLAlchemy transaction with no time limit (exports, operator scans)."""
         async with self._transaction(write=False) as conn:
             yield conn
+
+    async def run_read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """A request's read: within the time limit, and once more on a fresh connection if the first was stale."""
+
+        async def attempt(_abandoned: Callable[[], bool]) -> T:
+            async with self.read() as conn:
+                return await work(conn)
+
+        try:
+            return await self.within_time_limit(attempt)
+        except StaleConnection:
+            return await self.within_time_limit(attempt)
+
+    async def run_write(self, work: Callable[[DriverTransaction], Awaitable[T]]) -> T:
+        """A request's write, on the driver connection with hand-written SQL, within the time limit.
+
+        SQLAlchemy Core costs more CPU per statement than the database does for these; on PostgreSQL the
+        statements are pipelined: reads that a decision needs cost one round trip, and the writes, COMMIT
+        and the closing Sync travel in one more.
+        """
+
+        async def attempt(abandoned: Callable[[], bool]) -> T:
+            if self._write_lock is None:
+                async with self._driver_transaction(abandoned) as tx:
+                    return await work(tx)
+            async with self._write_lock, self._driver_transaction(abandoned) as tx:
+                return await work(tx)
+
+        return await self.within_time_limit(attempt)
+
+    async def within_time_limit(self, attempt: Callable[[Callable[[], bool]], Awaitable[T]]) -> T:
+        """Answer within the time limit even when the database hangs.
+
+        The work runs in a task of its own that is left behind, not cancelled, when time is up:
+        cancelling psycopg mid-statement makes it try to cancel on the server, which hangs just the
+        same. The abandoned attempt rolls back instead of committing whenever the database answers
+        again, so a 503 given here means nothing was written (unless COMMIT itself was in flight).
+        """
+        abandoned = False
+        task = asyncio.ensure_future(attempt(lambda: abandoned))
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self.timeout_seconds)
+        except asyncio.CancelledError:
+            abandoned = True
+            task.add_done_callback(_forget)
+            raise
+        if done:
+            return task.result()
+        abandoned = True
+        task.add_done_callback(_forget)
+        DB_FAILURES.labels("unavailable").inc()
+        raise DatabaseUnavailable(f"the database did not answer within {self.timeout_seconds:g}s")
 
     @asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
@@ -158,59 +231,46 @@ class Database:
                         yield conn
             finally:
                 await conn.close()
-        except DatabaseUnavailable:
-            raise
         except Exception as error:
-            if _is_unavailable(error):
-                DB_FAILURES.labels("unavailable").inc()
-                raise DatabaseUnavailable(str(error).splitlines()[0]) from error
-            if isinstance(error, sa.exc.DBAPIError):
-                DB_FAILURES.labels("error").inc()
-            raise
+            _raise_translated(error, stale=not write)
 
     @asynccontextmanager
-    async def hot_write(self) -> AsyncIterator[DriverTransaction]:
-        """A write transaction on the driver's own connection, for the request path's few statements.
-
-        SQLAlchemy Core costs more CPU per statement than the database does for these; here the SQL is
-        written by hand, and on PostgreSQL it is pipelined: reads that a decision needs cost one round
-        trip, the writes after them one more, and COMMIT a last one.
-        """
-        if self._write_lock is None:
-            async with self._driver_transaction() as tx:
-                yield tx
-        else:
-            async with self._write_lock, self._driver_transaction() as tx:
-                yield tx
-
-    @asynccontextmanager
-    async def _driver_transaction(self) -> AsyncIterator[DriverTransaction]:
+    async def _driver_transaction(self, abandoned: Callable[[], bool]) -> AsyncIterator[DriverTransaction]:
+        tx: DriverTransaction | None = None
         try:
             with DB_CONNECTIONS_WAITING.track_inprogress():
                 conn = await self.engine.connect()
             try:
                 with DB_CONNECTIONS_IN_USE.track_inprogress():
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    tx = PostgresTransaction(raw) if self.dialect == "postgresql" else SqliteTransaction(raw)
-                    async with tx.transaction():
+                    pooled = await conn.get_raw_connection()
+                    tx = (PostgresTransaction if self.dialect == "postgresql" else SqliteTransaction)(
+                        pooled.driver_connection
+                    )
+                    try:
+                        await tx.begin()
                         yield tx
+                        if abandoned():
+                            raise DatabaseUnavailable("the request was already answered 503: not committing")
+                        await tx.commit()
+                    except BaseException as error:
+                        if self.dialect == "postgresql" and _is_driver_unavailable(error):
+                            # What SQLAlchemy does when its own statements meet a disconnect: every connection
+                            # opened before now is replaced at its next checkout, so one failure, not pool_size.
+                            self.engine.sync_engine.pool._invalidate(pooled, error)
+                        try:
+                            await tx.abort()
+                        except Exception:
+                            with contextlib.suppress(Exception):
+                                await conn.invalidate()
+                        raise
             finally:
                 await conn.close()
-        except (DatabaseUnavailable, UniqueViolation):
-            raise
         except Exception as error:
-            if _is_unavailable(error) or _is_driver_unavailable(error):
-                DB_FAILURES.labels("unavailable").inc()
-                raise DatabaseUnavailable(str(error).splitlines()[0]) from error
-            if constraint := _driver_unique_violation(error):
-                raise UniqueViolation(constraint) from error
-            if isinstance(error, psycopg.Error | sqlite3.Error):
-                DB_FAILURES.labels("error").inc()
-            raise
+            committing = tx is not None and tx.committing
+            _raise_translated(error, stale=tx is not None and not committing, committing=committing)
 
     async def ping(self) -> None:
-        async with self.read() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await self.run_read(lambda conn: conn.execute(sa.text("SELECT 1")))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -229,6 +289,7 @@ class DriverTransaction:
     """
 
     dialect: str
+    committing = False  # from here on, a lost connection may or may not have committed
 
     def for_update(self, sql: str) -> str:
         return sql
@@ -241,12 +302,21 @@ class DriverTransaction:
         """Run a statement whose result is not needed; PostgreSQL sends it with the next one that waits."""
         raise NotImplementedError
 
+    async def execute_one(self, sql: str, params: dict[str, Any]) -> None:
+        """Like `execute`, for an UPDATE that must change exactly one row, or the transaction fails with
+        RowMovedOn (and nothing of it is committed)."""
+        raise NotImplementedError
+
 
 class PostgresTransaction(DriverTransaction):
+    """Pipelined: statements are queued and sent together when a result is awaited, and the writes,
+    COMMIT and the pipeline's closing Sync travel in one flush. An update is two round trips."""
+
     dialect = "postgresql"
 
     def __init__(self, connection: psycopg.AsyncConnection) -> None:
         self.connection = connection
+        self.pipeline: psycopg.AsyncPipeline | None = None
 
     @staticmethod
     @functools.cache
@@ -254,15 +324,21 @@ class PostgresTransaction(DriverTransaction):
         """psycopg spells `:name` as `%(name)s`."""
         return _NAMED.sub(r"%(\1)s", sql)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
-        try:
-            async with self.connection.pipeline():
-                yield
-                await self.connection.commit()
-        except BaseException:
-            await self.connection.rollback()
-            raise
+    async def begin(self) -> None:
+        self.pipeline = self.connection.pipeline()
+        await self.pipeline.__aenter__()
+
+    async def commit(self) -> None:
+        self.committing = True
+        await self.connection.execute("COMMIT")
+        pipeline, self.pipeline = self.pipeline, None
+        await pipeline.__aexit__(None, None, None)
+
+    async def abort(self) -> None:
+        if self.pipeline is not None:
+            pipeline, self.pipeline = self.pipeline, None
+            await pipeline.__aexit__(RuntimeError, RuntimeError("aborted"), None)
+        await self.connection.rollback()
 
     def for_update(self, sql: str) -> str:
         return sql + " FOR UPDATE"
@@ -274,6 +350,12 @@ class PostgresTransaction(DriverTransaction):
     async def execute(self, sql: str, params: dict[str, Any]) -> None:
         await self.connection.execute(self._sql(sql), params)
 
+    async def execute_one(self, sql: str, params: dict[str, Any]) -> None:
+        # Not waited for, so it travels with COMMIT: a row count other than one divides by zero,
+        # which aborts the transaction server-side before COMMIT can take effect.
+        guarded = f"WITH changed AS ({sql} RETURNING 1) SELECT 1 / (SELECT count(*) FROM changed)"
+        await self.connection.execute(self._sql(guarded), params)
+
 
 class SqliteTransaction(DriverTransaction):
     dialect = "sqlite"
@@ -281,15 +363,15 @@ class SqliteTransaction(DriverTransaction):
     def __init__(self, connection) -> None:  # an aiosqlite.Connection
         self.connection = connection
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[None]:
+    async def begin(self) -> None:
         await self.connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            await self.connection.execute("ROLLBACK")
-            raise
+
+    async def commit(self) -> None:
+        self.committing = True
         await self.connection.execute("COMMIT")
+
+    async def abort(self) -> None:
+        await self.connection.execute("ROLLBACK")
 
     @staticmethod
     def _params(params: dict[str, Any]) -> dict[str, Any]:
@@ -301,6 +383,11 @@ class SqliteTransaction(DriverTransaction):
 
     async def execute(self, sql: str, params: dict[str, Any]) -> None:
         await self.connection.execute(sql, self._params(params))
+
+    async def execute_one(self, sql: str, params: dict[str, Any]) -> None:
+        cursor = await self.connection.execute(sql, self._params(params))
+        if cursor.rowcount != 1:
+            raise RowMovedOn(f"{cursor.rowcount} rows changed where exactly one was expected")
 
 
 def sqlite_time(moment: datetime) -> str:
@@ -314,6 +401,49 @@ def _is_driver_unavailable(error: BaseException) -> bool:
         return sqlstate == "" or sqlstate.startswith(("08", "57P"))
     if isinstance(error, sqlite3.OperationalError):
         return any(sign in str(error).lower() for sign in ("locked", "unable to open", "disk i/o"))
+    return False
+
+
+def _forget(task: asyncio.Future) -> None:
+    """Collect the outcome of an abandoned attempt, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _translated(error: Exception, *, stale: bool, committing: bool = False) -> Exception:
+    """One vocabulary for what callers handle, whichever path and driver raised it."""
+    if isinstance(error, DatabaseUnavailable | UniqueViolation | RowMovedOn):
+        return error
+    if isinstance(error, TimeoutError):
+        DB_FAILURES.labels("unavailable").inc()
+        return DatabaseUnavailable("the database did not answer in time")
+    if _is_unavailable(error) or _is_driver_unavailable(error):
+        DB_FAILURES.labels("unavailable").inc()
+        disconnected = _is_disconnect(error) or getattr(error, "connection_invalidated", False)
+        kind = (
+            CommitOutcomeUnknown if committing else StaleConnection if stale and disconnected else DatabaseUnavailable
+        )
+        return kind(str(error).strip().splitlines()[0])
+    if constraint := _driver_unique_violation(error):
+        return UniqueViolation(constraint)
+    if isinstance(error, psycopg.errors.DivisionByZero):
+        return RowMovedOn(str(error))
+    if isinstance(error, sa.exc.DBAPIError | psycopg.Error | sqlite3.Error):
+        DB_FAILURES.labels("error").inc()
+    return error
+
+
+def _raise_translated(error: Exception, *, stale: bool, committing: bool = False) -> NoReturn:
+    translated = _translated(error, stale=stale, committing=committing)
+    if translated is error:
+        raise error
+    raise translated from error
+
+
+def _is_disconnect(error: BaseException) -> bool:
+    """The server closed the connection (as on a restart), as opposed to refusing new ones."""
+    if isinstance(error, psycopg.OperationalError):
+        return error.sqlstate is None or error.sqlstate.startswith("57P")
     return False
 
 

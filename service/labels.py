@@ -7,10 +7,10 @@ the read model. Either both are committed or neither is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events import store
 from events.store import SqlTransaction
@@ -22,12 +22,13 @@ from events.types import (
     GoldLabelDeleted,
     GoldLabelUpdated,
     PendingEvent,
+    SealedEvent,
     utc_now,
 )
 from projections import read_model
 from projections.fold import LabelState, apply
 from service.bodies import InvalidInput, LabelPatch, NewLabel
-from service.database import Database, UniqueViolation
+from service.database import CommitOutcomeUnknown, Database, RowMovedOn, StaleConnection, UniqueViolation
 from service.idempotency import Idempotency, StoredResponse, claim, remember
 from service.metrics import EVENTS_APPENDED
 from service.views import NO_CONTENT, label_answer
@@ -70,21 +71,14 @@ class VersionMismatch(Exception):
         self.current_version = current_version
 
 
-class _LostRace(Exception):
-    """Another writer appended to the stream first; the whole use case is tried again."""
-
-
 def label_location(state: LabelState) -> str:
     return f"/v1/run/{state.run_id}/gold-label/{state.id}"
 
 
-@asynccontextmanager
-async def _write(db: Database, actor: Actor) -> AsyncIterator[SqlTransaction]:
-    """The write transaction; with an Idempotency-Key, claimed first (a retry is replayed from here)."""
-    async with db.hot_write() as tx:
-        if actor.idempotency is not None:
-            await claim(tx, actor.account_id, actor.idempotency)
-        yield tx
+async def _claim(tx: SqlTransaction, actor: Actor) -> None:
+    """With an Idempotency-Key, claim it first in the write's transaction (a retry is replayed from here)."""
+    if actor.idempotency is not None:
+        await claim(tx, actor.account_id, actor.idempotency)
 
 
 async def _remember(tx: SqlTransaction, actor: Actor, answer: StoredResponse) -> None:
@@ -92,8 +86,28 @@ async def _remember(tx: SqlTransaction, actor: Actor, answer: StoredResponse) ->
         await remember(tx, actor.account_id, actor.idempotency, answer)
 
 
+class _Attempt:
+    """What one try of a write put in its transaction, to find out afterwards whether it committed."""
+
+    event: SealedEvent | None = None
+    state: LabelState | None = None
+
+
+async def _committed_after_all(db: Database, attempt: _Attempt) -> bool:
+    """After a lost COMMIT answer: did this attempt's event make it into the log?"""
+    if attempt.event is None:
+        return False
+    return await db.run_read(lambda conn: store.has_event(conn, attempt.event))
+
+
 async def _record(
-    tx: SqlTransaction, actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event
+    tx: SqlTransaction,
+    actor: Actor,
+    state: LabelState | None,
+    label_id: str,
+    run_id: str,
+    data: Event,
+    attempt: _Attempt,
 ) -> LabelState:
     """Append one event after `state` and fold it into the read model, in the caller's transaction."""
     now = utc_now()
@@ -110,11 +124,9 @@ async def _record(
         reason=actor.reason,
         prev_hash=GENESIS_HASH if state is None else state.hash,
     )
-    new_state = apply(state, await store.append(tx, pending))
-    try:
-        await read_model.save(tx, new_state)
-    except read_model.ProjectionConflict as error:
-        raise _LostRace from error
+    attempt.event = await store.append(tx, pending)
+    attempt.state = new_state = apply(state, attempt.event)
+    await read_model.save(tx, new_state)
     return new_state
 
 
@@ -154,19 +166,33 @@ async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -
         object_value=new.object_value,
         object_value_is_partial=(new.object_value_is_partial or False) if new.object_value != NULL else None,
     )
+
     for _ in range(_ATTEMPTS):
+        attempt = _Attempt()
+
+        async def create(tx: SqlTransaction, attempt: _Attempt = attempt) -> LabelState:
+            await _claim(tx, actor)
+            state = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data, attempt)
+            await _remember(tx, actor, label_answer(state, 201, {"Location": label_location(state)}))
+            return state
+
         try:
-            async with _write(db, actor) as tx:
-                state = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data)
-                await _remember(tx, actor, label_answer(state, 201, {"Location": label_location(state)}))
+            state = await db.run_write(create)
             EVENTS_APPENDED.labels("GoldLabelCreated").inc()
             return state
+        except CommitOutcomeUnknown:
+            if await _committed_after_all(db, attempt):
+                return attempt.state
+            continue  # it did not commit, and the database answers again: try once more
+        except StaleConnection:
+            continue  # nothing was committed; the pool has been renewed
         except UniqueViolation as error:
             # The unique index on live output resources decides: report the label that holds the name.
             if error.constraint != "uq_gold_labels_live_output":
                 raise
-        async with db.read() as conn:
-            existing = await read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
+        existing = await db.run_read(
+            lambda conn: read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
+        )
         if existing is not None:
             raise DuplicateLabel(new.output_resource_name, existing)
     raise RuntimeError("could not create the label: it kept clashing with concurrent creates and deletes")
@@ -180,27 +206,39 @@ async def _change(
     expected_versions: frozenset[int] | None,
     next_event: Callable[[LabelState], Event],
 ) -> LabelState:
+
     for _ in range(_ATTEMPTS):
+        attempt = _Attempt()
+
+        async def change(tx: SqlTransaction, attempt: _Attempt = attempt) -> LabelState:
+            await _claim(tx, actor)
+            state = await read_model.lock(tx, actor.account_id, label_id)
+            if state is None or state.deleted or state.run_id != run_id:
+                raise LabelNotFound(run_id, label_id)
+            if expected_versions is not None and state.version not in expected_versions:
+                raise VersionMismatch(state.version)
+            state = await _record(tx, actor, state, label_id, run_id, next_event(state), attempt)
+            await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
+            return state
+
         try:
-            async with _write(db, actor) as tx:
-                state = await read_model.lock(tx, actor.account_id, label_id)
-                if state is None or state.deleted or state.run_id != run_id:
-                    raise LabelNotFound(run_id, label_id)
-                if expected_versions is not None and state.version not in expected_versions:
-                    raise VersionMismatch(state.version)
-                state = await _record(tx, actor, state, label_id, run_id, next_event(state))
-                await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
+            state = await db.run_write(change)
             EVENTS_APPENDED.labels("GoldLabelDeleted" if state.deleted else "GoldLabelUpdated").inc()
             return state
+        except CommitOutcomeUnknown:
+            if await _committed_after_all(db, attempt):
+                return attempt.state
+            continue  # it did not commit, and the database answers again: try once more
+        except StaleConnection:
+            continue  # nothing was committed; the pool has been renewed
         except UniqueViolation as error:
             if error.constraint != "uq_events_stream_version":
                 raise
-        except _LostRace:
+        except RowMovedOn:
             pass
         # Another writer moved the stream on first: with If-Match that is a 412, otherwise try again.
         if expected_versions is not None:
-            async with db.read() as conn:
-                state = await read_model.load(conn, actor.account_id, label_id)
+            state = await db.run_read(lambda conn: read_model.load(conn, actor.account_id, label_id))
             raise VersionMismatch(state.version if state else 0)
     raise RuntimeError(f"could not change label {label_id}: it kept losing races with concurrent writers")
 
@@ -218,16 +256,17 @@ async def delete_label(
 
 
 async def get_label(db: Database, account_id: str, run_id: str, label_id: str) -> LabelState:
-    async with db.read() as conn:
-        state = await read_model.load(conn, account_id, label_id)
+    state = await db.run_read(lambda conn: read_model.load(conn, account_id, label_id))
     if state is None or state.deleted or state.run_id != run_id:
         raise LabelNotFound(run_id, label_id)
     return state
 
 
 async def list_labels(db: Database, account_id: str, run_id: str) -> list[LabelState]:
-    async with db.read() as conn:
+    async def live_labels(conn: AsyncConnection) -> list[LabelState]:
         labels = await read_model.live_labels_of_run(conn, account_id, run_id)
         if not labels and not await read_model.run_is_known(conn, account_id, run_id):
             raise RunNotFound(run_id)
-    return labels
+        return labels
+
+    return await db.run_read(live_labels)

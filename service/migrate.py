@@ -41,10 +41,17 @@ def head_revision() -> str:
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
-def migrate(database_url: str) -> str:
+def _engine(database_url: str, timeout_seconds: float) -> sa.Engine:
+    url = sync_url(database_url)
+    # A database that accepts the connection but never answers must not hang start-up forever.
+    connect_args = {"connect_timeout": max(1, round(timeout_seconds))} if url.get_backend_name() == "postgresql" else {}
+    return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+
+
+def migrate(database_url: str, timeout_seconds: float = 10.0) -> str:
     """Apply every pending migration and return the revision the database is now at."""
     config = _alembic_config()
-    engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
+    engine = _engine(database_url, timeout_seconds)
     path = sqlite_path(database_url)
     lock = nullcontext()
     if engine.dialect.name == "sqlite":
@@ -68,8 +75,8 @@ class SchemaOutOfDate(Exception):
     """The database is not at the newest migration; the operator should run `goldtrail migrate`."""
 
 
-def require_current_schema(database_url: str) -> None:
-    engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
+def require_current_schema(database_url: str, timeout_seconds: float = 10.0) -> None:
+    engine = _engine(database_url, timeout_seconds)
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
@@ -99,8 +106,8 @@ def runtime_role_sql(role: str, database: str) -> list[str]:
     ]
 
 
-def create_runtime_role(database_url: str, role: str) -> None:
-    engine = sa.create_engine(sync_url(database_url), poolclass=NullPool)
+def create_runtime_role(database_url: str, role: str, timeout_seconds: float = 10.0) -> None:
+    engine = _engine(database_url, timeout_seconds)
     if engine.dialect.name != "postgresql":
         raise ValueError("a runtime role only exists on PostgreSQL; SQLite has no roles")
     try:

@@ -1,9 +1,10 @@
 """Reliability under database outages and crashes, against real `goldtrail serve` processes.
 
 Part 1 runs a throwaway PostgreSQL cluster (owned by the `postgres` OS user, on a free loopback port, in
-a temporary folder) and stops, kills, freezes and restarts it under a running service: while the
-database is gone every /v1 request answers 503 quickly, with JSON and Retry-After; once it is back the
-service recovers by itself and nothing acknowledged is lost or half-applied.
+a temporary folder) and stops, kills (`-m immediate`), freezes (SIGSTOP) and restarts it under a running
+service, or before one starts: while the database is gone every /v1 request answers 503 quickly, with JSON
+and Retry-After; once it is back the service recovers by itself and nothing acknowledged is lost or
+half-applied. A TCP proxy that cuts the connection right after a COMMIT shows what a lost commit answer does.
 
 Part 2 SIGKILLs a `goldtrail serve` in the middle of concurrent writes, on SQLite and on PostgreSQL, and
 checks on a new server that every acknowledged write is there, whole, with gapless versions.
@@ -276,13 +277,6 @@ def test_requests_fail_fast_with_503_while_the_database_is_down(served):
             assert health.status_code == 200 and health.json() == {"status": "ok"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /v1/events with Accept: application/x-ndjson starts a 200 stream before touching the database "
-    "(service/audit_api.py returns Stream(audit.feed_stream(...)); the DatabaseUnavailable raised inside the "
-    "generator comes after the status line), so an export while the database is down is a 200 with a cut-off "
-    "body instead of a 503",
-)
 def test_the_event_export_stream_fails_with_503_while_the_database_is_down(served):
     cluster, base = served
     with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
@@ -476,14 +470,6 @@ def commit_cutting(cluster, tmp_path) -> Iterator[tuple[CommitCuttingProxy, str]
         proxy.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a write whose COMMIT reached the database but whose answer was lost is answered 503 ('retry shortly'; "
-    "DatabaseUnavailable promises 'the request changed nothing') although it was committed: Database._transaction "
-    "and _driver_transaction (service/database.py) turn any connection loss, during COMMIT too, into "
-    "DatabaseUnavailable without finding out whether the commit happened (the event carries the request id, so "
-    "it could be looked up once reconnected); a client that retries without an Idempotency-Key writes twice",
-)
 def test_a_write_whose_commit_answer_is_lost_is_not_answered_503(commit_cutting):
     proxy, base = commit_cutting
     run = str(uuid.uuid4())
@@ -524,15 +510,6 @@ def test_retrying_a_write_whose_commit_answer_was_lost_with_its_idempotency_key_
     assert [entry["state"]["text_value"] for entry in entries] == ["v1", "sent once"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since b7347fa the PostgreSQL engine has no pool_pre_ping, and the write path (Database.hot_write -> "
-    "_driver_transaction in service/database.py) runs on the raw psycopg connection, so SQLAlchemy never sees "
-    "the disconnect and never invalidates the pool: after the database restarts while the service is idle, every "
-    "connection pooled before the restart fails one write with 503 ('the connection is lost') "
-    "although the database is up again, up to GOLDTRAIL_DB_POOL_SIZE requests (the SQLAlchemy read "
-    "path fails once, then invalidates the whole pool)",
-)
 def test_no_request_fails_after_the_database_restarted_while_the_service_was_idle(served, tmp_path):
     cluster, base = served
     run = str(uuid.uuid4())
@@ -569,14 +546,6 @@ def requests_in_parallel(base: str, calls: dict[str, Callable[[httpx.Client], ht
         return {what: future.result() for what, future in futures.items()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a request that gets an already open pooled connection hangs while the database hangs: Database.connect "
-    "(service/database.py) bounds only opening a connection (connect_timeout) and waiting for one (pool_timeout); "
-    "statements on an open connection have no statement_timeout, TCP keepalive or asyncio timeout in _transaction "
-    "or _driver_transaction, so that request never answers (the client gives up after 15 s) while the requests "
-    "that open new connections get 503 after about 2 s",
-)
 def test_requests_fail_fast_with_503_while_the_database_hangs(served, tmp_path):
     cluster, base = served
     run = str(uuid.uuid4())
@@ -629,13 +598,6 @@ def test_serve_exits_with_an_error_when_the_database_is_down_at_start(cluster, t
     assert "Connection refused" in output and str(cluster.port) in output, output[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a database down at start is reported as an uncaught Python traceback (about 60 lines, exit 1): "
-    "service/cli.py _serve calls migrate() and main() catches only SettingsError and SchemaOutOfDate, so the "
-    "sqlalchemy.exc.OperationalError is not turned into the one-line 'goldtrail: ...' message (exit 2) the CLI "
-    "gives for every other start-up problem",
-)
 def test_serve_explains_in_one_line_that_the_database_is_unreachable(cluster, tmp_path):
     cluster.stop("fast")
     process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
@@ -650,13 +612,6 @@ def test_serve_explains_in_one_line_that_the_database_is_unreachable(cluster, tm
     assert output.startswith("goldtrail: "), output[-1500:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="goldtrail serve hangs forever when the database accepts connections but does not answer: "
-    "service/cli.py _serve runs migrate() before anything else, and service/migrate.py migrate() makes its "
-    "engine with sa.create_engine(sync_url(url), poolclass=NullPool) and no connect_timeout, so "
-    "GOLDTRAIL_DB_TIMEOUT_SECONDS does not apply to start-up and psycopg waits for the server's reply forever",
-)
 def test_serve_gives_up_in_bounded_time_when_the_database_hangs_at_start(cluster, tmp_path):
     cluster.freeze(postmaster_only=True)  # the kernel still accepts connections; nobody answers
     bound = 5 * DB_TIMEOUT

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -122,3 +123,33 @@ def test_an_event_whose_projection_fails_is_rolled_back_with_it(client, engine, 
         == '"2"'
     )
     assert uuid.UUID(label["id"])
+
+
+def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(settings, engine):
+    """The read model's move-on is guarded on both backends: if its row is not at the expected version,
+    the event queued before it is not committed either (on PostgreSQL both travel with COMMIT)."""
+    import asyncio
+
+    from service.database import Database, RowMovedOn
+
+    stream = str(uuid.uuid4())
+
+    async def write(tx) -> None:
+        await tx.execute(
+            "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at,"
+            " request_id, prev_hash, hash) VALUES ('guard', :stream, 1, 'r', 'GoldLabelCreated', '{}', 'a',"
+            " :at, 'q', '0', '1')",
+            {"stream": stream, "at": datetime.now(UTC)},
+        )
+        await tx.execute_one("UPDATE gold_labels SET version = 2 WHERE id = :id", {"id": stream})
+
+    async def attempt() -> None:
+        db = Database.connect(settings)
+        try:
+            await db.run_write(write)
+        finally:
+            await db.close()
+
+    with pytest.raises(RowMovedOn):
+        asyncio.run(attempt())
+    assert count_events(engine, stream) == 0
