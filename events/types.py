@@ -85,7 +85,7 @@ def decode_data(raw: bytes | str) -> Event:
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC, always with microseconds, so that text order is time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(text: str) -> datetime:
