@@ -94,14 +94,13 @@ def timed(action: Callable[[], object], repeat: int = 5) -> tuple[float, float]:
 
 
 def machine() -> dict[str, str]:
+    from importlib.metadata import version as package_version
+
     def version(command: list[str]) -> str:
         try:
             return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
             return "not found"
-
-    import litestar
-    import sqlalchemy
 
     return {
         "cpu": next(
@@ -114,10 +113,7 @@ def machine() -> dict[str, str]:
         ),
         "cores": str(os.cpu_count()),
         "python": sys.version.split()[0],
-        "litestar": litestar.__version__
-        if hasattr(litestar, "__version__")
-        else version([sys.executable, "-m", "pip", "show", "litestar"]),
-        "sqlalchemy": sqlalchemy.__version__,
+        **{name: package_version(name) for name in ("litestar", "sqlalchemy", "psycopg", "msgspec", "uvicorn")},
         "postgresql": version(["psql", "--version"]),
         "sqlite": __import__("sqlite3").sqlite_version,
         "wrk": version(["wrk", "--version"]),
