@@ -7,7 +7,7 @@ the read model. Either both are committed or neither is.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -167,34 +167,27 @@ async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -
         object_value_is_partial=(new.object_value_is_partial or False) if new.object_value != NULL else None,
     )
 
+    async def create(tx: SqlTransaction, attempt: _Attempt) -> LabelState:
+        await _claim(tx, actor)
+        state = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data, attempt)
+        await _remember(tx, actor, label_answer(state, 201, {"Location": label_location(state)}))
+        return state
+
     for _ in range(_ATTEMPTS):
-        attempt = _Attempt()
-
-        async def create(tx: SqlTransaction, attempt: _Attempt = attempt) -> LabelState:
-            await _claim(tx, actor)
-            state = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data, attempt)
-            await _remember(tx, actor, label_answer(state, 201, {"Location": label_location(state)}))
-            return state
-
         try:
-            state = await db.run_write(create)
-            EVENTS_APPENDED.labels("GoldLabelCreated").inc()
-            return state
-        except CommitOutcomeUnknown:
-            if await _committed_after_all(db, attempt):
-                return attempt.state
-            continue  # it did not commit, and the database answers again: try once more
-        except StaleConnection:
-            continue  # nothing was committed; the pool has been renewed
+            state = await _try_write(db, create)
         except UniqueViolation as error:
             # The unique index on live output resources decides: report the label that holds the name.
             if error.constraint != "uq_gold_labels_live_output":
                 raise
-        existing = await db.run_read(
-            lambda conn: read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
-        )
-        if existing is not None:
-            raise DuplicateLabel(new.output_resource_name, existing)
+            existing = await db.run_read(
+                lambda conn: read_model.live_label_named(conn, actor.account_id, run_id, new.output_resource_name)
+            )
+            if existing is not None:
+                raise DuplicateLabel(new.output_resource_name, existing) from None
+            continue  # the label holding the name was deleted meanwhile
+        if state is not None:
+            return state
     raise RuntimeError("could not create the label: it kept clashing with concurrent creates and deletes")
 
 
@@ -206,41 +199,52 @@ async def _change(
     expected_versions: frozenset[int] | None,
     next_event: Callable[[LabelState], Event],
 ) -> LabelState:
+    async def change(tx: SqlTransaction, attempt: _Attempt) -> LabelState:
+        await _claim(tx, actor)
+        state = await read_model.lock(tx, actor.account_id, label_id)
+        if state is None or state.deleted or state.run_id != run_id:
+            raise LabelNotFound(run_id, label_id)
+        if expected_versions is not None and state.version not in expected_versions:
+            raise VersionMismatch(state.version)
+        state = await _record(tx, actor, state, label_id, run_id, next_event(state), attempt)
+        await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
+        return state
 
     for _ in range(_ATTEMPTS):
-        attempt = _Attempt()
-
-        async def change(tx: SqlTransaction, attempt: _Attempt = attempt) -> LabelState:
-            await _claim(tx, actor)
-            state = await read_model.lock(tx, actor.account_id, label_id)
-            if state is None or state.deleted or state.run_id != run_id:
-                raise LabelNotFound(run_id, label_id)
-            if expected_versions is not None and state.version not in expected_versions:
-                raise VersionMismatch(state.version)
-            state = await _record(tx, actor, state, label_id, run_id, next_event(state), attempt)
-            await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
-            return state
-
         try:
-            state = await db.run_write(change)
-            EVENTS_APPENDED.labels("GoldLabelDeleted" if state.deleted else "GoldLabelUpdated").inc()
-            return state
-        except CommitOutcomeUnknown:
-            if await _committed_after_all(db, attempt):
-                return attempt.state
-            continue  # it did not commit, and the database answers again: try once more
-        except StaleConnection:
-            continue  # nothing was committed; the pool has been renewed
+            state = await _try_write(db, change)
         except UniqueViolation as error:
             if error.constraint != "uq_events_stream_version":
                 raise
+            state = None
         except RowMovedOn:
-            pass
-        # Another writer moved the stream on first: with If-Match that is a 412, otherwise try again.
+            state = None
+        if state is not None:
+            return state
+        # Lost a race with another writer, or a connection: with If-Match that is a 412 (it might be
+        # the other writer's version now), otherwise try again.
         if expected_versions is not None:
-            state = await db.run_read(lambda conn: read_model.load(conn, actor.account_id, label_id))
-            raise VersionMismatch(state.version if state else 0)
+            current = await db.run_read(lambda conn: read_model.load(conn, actor.account_id, label_id))
+            if current is not None and current.version not in expected_versions:
+                raise VersionMismatch(current.version)
     raise RuntimeError(f"could not change label {label_id}: it kept losing races with concurrent writers")
+
+
+async def _try_write(
+    db: Database, work: Callable[[SqlTransaction, _Attempt], Awaitable[LabelState]]
+) -> LabelState | None:
+    """One try of a write: its new state, or None when it certainly did not commit and may be tried again."""
+    attempt = _Attempt()
+    try:
+        state = await db.run_write(lambda tx: work(tx, attempt))
+    except CommitOutcomeUnknown:
+        if not await _committed_after_all(db, attempt):
+            return None  # it did not commit, and the database answers again
+        state = attempt.state
+    except StaleConnection:
+        return None  # nothing was committed; the pool has been renewed
+    EVENTS_APPENDED.labels(attempt.event.type).inc()
+    return state
 
 
 async def update_label(
