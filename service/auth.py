@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -29,6 +30,8 @@ AUDIT = "audit:read"
 # A token that names no scopes at all may use the documented API, but never the audit routes.
 DEFAULT_SCOPES = frozenset({READ, WRITE})
 MAX_IDENTITY_LENGTH = 255
+_VERIFIED_TOKENS = 10_000
+_REVERIFY_SECONDS = 300.0
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -78,6 +81,8 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         self._account_claim = settings.account_claim
+        # token -> (principal, time until which it needs no new check): verifying costs ~60 µs a request
+        self._verified: dict[str, tuple[Principal, float]] = {}
         # (kid or None, key) pairs; a token with a kid is checked against that key only.
         self._keys: list[tuple[str | None, object]] = []
         if settings.jwt_secret is not None:
@@ -98,6 +103,19 @@ class TokenVerifier:
         return [key for _, key in keys if isinstance(key, fitting)]
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; a token verified before is not verified again until it expires."""
+        now = time.time()
+        known = self._verified.get(token)
+        if known is not None and now < known[1]:
+            return known[0]
+        principal, expires = self._verify(token)
+        if len(self._verified) >= _VERIFIED_TOKENS:
+            self._verified.clear()  # a crude bound: clients reuse a few tokens, attackers' tokens never verify
+        # Until the earlier of its expiry (as PyJWT would judge it) and a few minutes from now.
+        self._verified[token] = (principal, min(expires + self._leeway, now + _REVERIFY_SECONDS))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -136,11 +154,12 @@ class TokenVerifier:
                 raise AuthenticationFailed("bearer token is not a well-formed JWT") from None
         if claims is None:
             raise AuthenticationFailed("token signature does not match any trusted key")
-        return Principal(
+        principal = Principal(
             user=self._identity(claims, "sub"),
             account=self._identity(claims, self._account_claim),
             scopes=_scopes(claims),
         )
+        return principal, float(claims["exp"])
 
     @staticmethod
     def _identity(claims: dict, name: str) -> str:

@@ -809,3 +809,13 @@ def test_settings_read_issuer_audience_leeway_and_account_claim(base_env):
     )
     assert (settings.jwt_issuer, settings.jwt_audience) == (ISSUER, AUDIENCE)
     assert settings.jwt_leeway_seconds == 30 and settings.account_claim == "tenant"
+
+
+def test_a_token_accepted_before_is_refused_once_it_expires(client):
+    """Verified tokens are remembered for speed, never past their expiry."""
+    short = {"Authorization": f"Bearer {token(ttl=2)}"}
+    run = f"/v1/run/{uuid.uuid4()}/gold-labels"
+    assert client.post(run, json={"output_resource_name": "o"}, headers=short).status_code == 201
+    assert client.get(run, headers=short).status_code == 200
+    time.sleep(2.2)
+    assert_unauthorized(client.get(run, headers=short), "expired")
