@@ -3,7 +3,6 @@ the caller owns the transaction, so an event and its projection commit or vanish
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import msgspec
@@ -97,13 +96,6 @@ async def read_stream(conn: AsyncConnection, account_id: str | None, stream_id: 
         query = query.where(events.c.account_id == account_id)
     result = await conn.execute(query)
     return [from_row(row) for row in result]
-
-
-async def read_all(conn: AsyncConnection, batch_size: int = 5000) -> AsyncIterator[RecordedEvent]:
-    """Every event of every account in position order, streamed in batches of bounded memory."""
-    result = await conn.stream(sa.select(*COLUMNS).order_by(events.c.position).execution_options(yield_per=batch_size))
-    async for row in result:
-        yield from_row(row)
 
 
 async def has_event(conn: AsyncConnection, event: SealedEvent) -> bool:

@@ -462,12 +462,3 @@ _SQLITE_CONSTRAINTS = {
     "gold_labels.account_id, gold_labels.run_id, gold_labels.output_resource_name": "uq_gold_labels_live_output",
     "gold_labels.account_id, gold_labels.id": "gold_labels_pkey",
 }
-
-
-def violated_constraint(error: sa.exc.IntegrityError) -> str | None:
-    """The name of the unique constraint or index an INSERT/UPDATE ran into, on either backend."""
-    diag = getattr(error.orig, "diag", None)
-    if diag is not None:
-        return diag.constraint_name
-    match = _SQLITE_UNIQUE.search(str(error.orig))
-    return _SQLITE_CONSTRAINTS.get(match.group(1)) if match else None
