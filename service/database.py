@@ -98,20 +98,18 @@ def configure_sqlite(sync_engine: sa.Engine) -> None:
 
 
 def _is_unavailable(error: BaseException) -> bool:
+    """The database cannot be reached (or SQLite's file is locked): from SQLAlchemy or a driver alike."""
     if isinstance(error, sa.exc.TimeoutError | ConnectionError | TimeoutError | OSError):
         return True
     if isinstance(error, sa.exc.DBAPIError):
-        if error.connection_invalidated:
-            return True
-        # Class 08 is connection trouble, 57P0x an admin shutdown; "database is locked" on SQLite.
-        sqlstate = getattr(error.orig, "sqlstate", None) or ""
-        if sqlstate.startswith(("08", "57P")):
-            return True
-        if isinstance(error, sa.exc.OperationalError):
-            if type(error.orig).__module__.startswith("sqlite3"):
-                text = str(error.orig).lower()
-                return any(sign in text for sign in ("locked", "unable to open", "disk i/o"))
-            return sqlstate == ""  # psycopg's connection failures carry no SQLSTATE
+        return error.connection_invalidated or _is_unavailable(error.orig)
+    if isinstance(error, psycopg.Error):
+        # Class 08 is connection trouble, 57P0x an admin shutdown; psycopg's own connection failures
+        # carry no SQLSTATE at all.
+        sqlstate = error.sqlstate or ""
+        return sqlstate.startswith(("08", "57P")) or (isinstance(error, psycopg.OperationalError) and not sqlstate)
+    if isinstance(error, sqlite3.OperationalError):
+        return any(sign in str(error).lower() for sign in ("locked", "unable to open", "disk i/o"))
     return False
 
 
@@ -253,7 +251,7 @@ class Database:
                             raise DatabaseUnavailable("the request was already answered 503: not committing")
                         await tx.commit()
                     except BaseException as error:
-                        if self.dialect == "postgresql" and _is_driver_unavailable(error):
+                        if self.dialect == "postgresql" and _is_unavailable(error):
                             # What SQLAlchemy does when its own statements meet a disconnect: every connection
                             # opened before now is replaced at its next checkout, so one failure, not pool_size.
                             self.engine.sync_engine.pool._invalidate(pooled, error)
@@ -395,15 +393,6 @@ def sqlite_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def _is_driver_unavailable(error: BaseException) -> bool:
-    if isinstance(error, psycopg.OperationalError):
-        sqlstate = error.sqlstate or ""
-        return sqlstate == "" or sqlstate.startswith(("08", "57P"))
-    if isinstance(error, sqlite3.OperationalError):
-        return any(sign in str(error).lower() for sign in ("locked", "unable to open", "disk i/o"))
-    return False
-
-
 def _forget(task: asyncio.Future) -> None:
     """Collect the outcome of an abandoned attempt, so asyncio does not log it as never retrieved."""
     if not task.cancelled():
@@ -417,7 +406,7 @@ def _translated(error: Exception, *, stale: bool, committing: bool = False) -> E
     if isinstance(error, TimeoutError):
         DB_FAILURES.labels("unavailable").inc()
         return DatabaseUnavailable("the database did not answer in time")
-    if _is_unavailable(error) or _is_driver_unavailable(error):
+    if _is_unavailable(error):
         DB_FAILURES.labels("unavailable").inc()
         disconnected = _is_disconnect(error) or getattr(error, "connection_invalidated", False)
         kind = (

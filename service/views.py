@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from events.types import NULL, format_time
+from events.types import format_time
 from projections.fold import LabelState
 from service.idempotency import StoredResponse
 
@@ -33,7 +33,7 @@ def run_gold_label(state: LabelState) -> RunGoldLabel:
         run_id=state.run_id,
         output_resource_name=state.output_resource_name,
         text_value=state.text_value,
-        object_value=state.object_value if state.object_value is not None else NULL,
+        object_value=state.object_value,
         object_value_is_partial=state.object_value_is_partial,
         created_by=state.created_by,
         created_at=format_time(state.created_at),
