@@ -20,6 +20,12 @@ from service.settings import Settings
 from service.views import encode, label_answer, run_gold_label
 
 
+def _settings(request: Request) -> Settings:
+    # Read from the app state rather than injected: a handler with two dependencies makes Litestar
+    # resolve them in a task group of their own, which costs more than the rest of the routing.
+    return request.app.state.settings
+
+
 def respond(answer: StoredResponse) -> Response:
     return Response(
         content=answer.body, status_code=answer.status, media_type="application/json", headers=answer.headers
@@ -33,11 +39,9 @@ def respond(answer: StoredResponse) -> Response:
     guards=[requires(WRITE)],
     status_code=201,
 )
-async def create_gold_label(
-    request: Request, run_id: FromPath[str], db: NamedDependency[Database], settings: NamedDependency[Settings]
-) -> Response[bytes]:
+async def create_gold_label(request: Request, run_id: FromPath[str], db: NamedDependency[Database]) -> Response[bytes]:
     run = canonical_uuid(run_id, "run_id")
-    new = decode_new_label(await json_body(request), settings.max_object_depth)
+    new = decode_new_label(await json_body(request), _settings(request).max_object_depth)
     state = await labels.create_label(db, await actor(request), run, new)
     return respond(label_answer(state, 201, {"Location": labels.label_location(state)}))
 
@@ -100,10 +104,9 @@ async def update_gold_label(
     run_id: FromPath[str],
     gold_label_id: FromPath[str],
     db: NamedDependency[Database],
-    settings: NamedDependency[Settings],
 ) -> Response[bytes]:
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
-    patch = decode_label_patch(await json_body(request), settings.max_object_depth)
+    patch = decode_label_patch(await json_body(request), _settings(request).max_object_depth)
     state = await labels.update_label(db, await actor(request), run, label, patch, expected_versions(request))
     return respond(label_answer(state, 200))
 

@@ -62,19 +62,14 @@ def _provide_db(state: State) -> Database:
     return state.db
 
 
-def _provide_settings(state: State) -> Settings:
-    return state.settings
-
-
 def _v1() -> Router:
-    """Every /v1 route: bearer auth on all of them, the database and settings as dependencies."""
+    """Every /v1 route: bearer auth on all of them, the database as a dependency."""
     return Router(
         path="/v1",
         route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES],
         middleware=[DefineMiddleware(BearerAuthMiddleware)],
         dependencies={
             "db": Provide(_provide_db, sync_to_thread=False),
-            "settings": Provide(_provide_settings, sync_to_thread=False),
         },
     )
 

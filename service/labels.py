@@ -175,7 +175,7 @@ async def create_label(db: Database, actor: Actor, run_id: str, new: NewLabel) -
 
     for _ in range(_ATTEMPTS):
         try:
-            state = await _try_write(db, create)
+            state = await _try_write(db, create, optimistic=actor.idempotency is None)
         except UniqueViolation as error:
             # The unique index on live output resources decides: report the label that holds the name.
             if error.constraint != "uq_gold_labels_live_output":
@@ -210,9 +210,10 @@ async def _change(
         await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
         return state
 
-    for _ in range(_ATTEMPTS):
+    for attempt in range(_ATTEMPTS):
         try:
-            state = await _try_write(db, change)
+            # Optimistic first (no lock, half the CPU); after a lost race, lock the row and queue behind it.
+            state = await _try_write(db, change, optimistic=attempt == 0 and actor.idempotency is None)
         except UniqueViolation as error:
             if error.constraint != "uq_events_stream_version":
                 raise
@@ -231,12 +232,15 @@ async def _change(
 
 
 async def _try_write(
-    db: Database, work: Callable[[SqlTransaction, _Attempt], Awaitable[LabelState]]
+    db: Database, work: Callable[[SqlTransaction, _Attempt], Awaitable[LabelState]], *, optimistic: bool
 ) -> LabelState | None:
-    """One try of a write: its new state, or None when it certainly did not commit and may be tried again."""
+    """One try of a write: its new state, or None when it certainly did not commit and may be tried again.
+
+    An idempotency key is claimed by a statement whose answer decides the rest, so such a write is never
+    optimistic (see Database.run_write)."""
     attempt = _Attempt()
     try:
-        state = await db.run_write(lambda tx: work(tx, attempt))
+        state = await db.run_write(lambda tx: work(tx, attempt), optimistic=optimistic)
     except CommitOutcomeUnknown:
         if not await _committed_after_all(db, attempt):
             return None  # it did not commit, and the database answers again

@@ -398,11 +398,15 @@ def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(serve
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
+# How an optimistic write starts (service.database.PostgresOneStatement): it commits as it runs.
+_ONE_STATEMENT_WRITE = b"WITH w0 AS (INSERT INTO events"
+
+
 class CommitCuttingProxy:
     """A TCP proxy in front of the database. Once armed, it lets the COMMIT of the next transaction that
-    appends an event reach the server, holds back everything the server answers, and then cuts the
-    connection: the write is committed, but goldtrail never hears so (a database or network dying at the
-    worst moment, made to happen every time)."""
+    appends an event (or the one statement that appends it as a transaction of its own) reach the server,
+    holds back everything the server answers, and then cuts the connection: the write is committed, but
+    goldtrail never hears so (a database or network dying at the worst moment, made to happen every time)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -430,7 +434,8 @@ class CommitCuttingProxy:
         with suppress(OSError):
             while data := client.recv(65536):
                 appended = appended or b"INSERT INTO events" in data
-                if appended and b"COMMIT" in data and self.armed.is_set():
+                commits = b"COMMIT" in data or _ONE_STATEMENT_WRITE in data
+                if appended and commits and self.armed.is_set():
                     self.armed.clear()
                     holding.set()  # from here on, nothing the server says reaches goldtrail
                     server.sendall(data)
