@@ -15,6 +15,7 @@ from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
     "put": writes.put_throughput,
+    "post": writes.post_throughput,
     "rebuild": audit.rebuild_and_feed,
     "run-as-of": audit.run_as_of,
     "history": audit.long_history,

@@ -1,7 +1,9 @@
-"""The write path under load: `goldtrail serve` PUT throughput and latency from wrk, 64 connections."""
+"""The write path under load: `goldtrail serve` PUT and POST throughput and latency from wrk, 64 connections."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import shutil
 import statistics
@@ -42,6 +44,34 @@ done = function(summary, latency, requests)
 end
 """
 
+# Every POST must create a new label (a second create of a live name is 409), so a name is made unique
+# by the round, the wrk thread (numbered by `setup`, which runs once per thread, before its `init`) and
+# a counter.
+POST_SCRIPT = """
+local threads = 0
+setup = function(thread)
+  threads = threads + 1
+  thread:set("id", threads)
+end
+init = function(args)
+  math.randomseed(1000 * %(round)s + id)  -- else every thread and round picks the same runs in turn
+end
+local n = 0
+request = function()
+  n = n + 1
+  local run = string.format("%(run_prefix)s%%012d", math.random(%(runs)d))
+  return wrk.format("POST", "/v1/run/" .. run .. "/gold-labels",
+    {["Authorization"] = "Bearer %(token)s", ["Content-Type"] = "application/json"},
+    '{"output_resource_name": "out-%(round)s-' .. id .. '-' .. n .. '", "text_value": "v"}')
+end
+"""
+
+# The `bench` extra of pyproject.toml, installed by the benchmark on first use like wrk
+EVENTSOURCING = "eventsourcing[postgres]>=9.4,<10"
+# Writers sharing one application, like requests sharing a server's pool. The library's table lock
+# serializes the inserts, so threads overlap only the Python work around them; 1 thread measured about the same.
+EVENTSOURCING_THREADS = 8
+
 
 def ensure_wrk() -> str:
     found = shutil.which("wrk")
@@ -50,6 +80,35 @@ def ensure_wrk() -> str:
     print("wrk is missing: installing Debian's wrk package", flush=True)
     subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, capture_output=True)
     return shutil.which("wrk") or "wrk"
+
+
+def ensure_eventsourcing() -> None:
+    # find_spec, not import: the library is only ever imported by its own benchmark process
+    if importlib.util.find_spec("eventsourcing") is None:
+        print(f"eventsourcing is missing: installing {EVENTSOURCING}", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", EVENTSOURCING], check=True, capture_output=True)
+
+
+def eventsourcing_rate(bench: Bench, threads: int = EVENTSOURCING_THREADS, seconds: int = SECONDS) -> float:
+    """Events/s of tests/bench/eventsourcing_reference.py on a fresh database, in a process of its own
+    (its own CPU, like the servers, and its imports and threads stay out of this one)."""
+    ensure_eventsourcing()
+    with bench.database("postgres") as url:
+        done = subprocess.run(
+            [sys.executable, "-m", "tests.bench.eventsourcing_reference", str(seconds), str(threads)],
+            env=_reference_environment(bench, url),
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"the eventsourcing reference failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)["rate"]
+
+
+def _reference_environment(bench: Bench, url: str) -> dict[str, str]:
+    env = bench.environment(url)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return env
 
 
 def run_wrk(base: str, script: Path, connections: int = CONNECTIONS, seconds: int = SECONDS) -> dict[str, float]:
@@ -80,11 +139,9 @@ def run_wrk(base: str, script: Path, connections: int = CONNECTIONS, seconds: in
 def reference_server(bench: Bench, kind: str, url: str, workers: int) -> Iterator[str]:
     """One of tests/bench/reference_apps.py, on a free port, until the block ends."""
     port = free_port()
-    env = bench.environment(url)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.bench.reference_apps", kind, str(port), str(workers)],
-        env=env,
+        env=_reference_environment(bench, url),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -149,6 +206,8 @@ def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3
             if backend == "sqlite":
                 targets = [t for t in targets if t != "prototype"]  # the prototype is psycopg-only
             figures: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
+            # the eventsourcing library as a reference: PostgreSQL only, in-process, on a database of its own
+            events: list[float] = []
             for _ in range(rounds):
                 for target in targets:
                     if target == "goldtrail":
@@ -157,25 +216,53 @@ def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3
                         server = _as_list(reference_server(bench, target, url, workers))
                     with server as (base,):
                         figures[target].append(run_wrk(base, script))
+                if backend == "postgres" and shape == "spread":
+                    events.append(eventsourcing_rate(bench))
+            rps = {}
             for target in targets:
-                rps = _median([f["rps"] for f in figures[target]])
-                p50 = _median([f["p50"] for f in figures[target]])
-                p99 = _median([f["p99"] for f in figures[target]])
-                note = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, median of {rounds}, {workers} workers"
-                errors = sum(f["non_2xx"] for f in figures[target])
-                if errors:
-                    note += f", {errors:.0f} non-2xx"
                 name = f"PUT {shape} ({labels:,} labels)" if target == "goldtrail" else f"reference: {target} PUT"
-                bench.record(name, backend, f"{CONNECTIONS} connections", rps, "req/s", note)
-            if "prototype" in figures:
-                ratio = _median([f["rps"] for f in figures["goldtrail"]]) / _median(
-                    [f["rps"] for f in figures["prototype"]]
-                )
+                rps[target] = _record_wrk(bench, name, backend, figures[target], workers)
+            if "prototype" in rps:
+                ratio = rps["goldtrail"] / rps["prototype"]
                 bench.record("PUT vs prototype", backend, "throughput ratio", ratio, "x", "target >= 0.8")
+            if events:
+                appends = _median(events)
+                bench.record("reference: eventsourcing", backend, f"{EVENTSOURCING_THREADS} threads, one app",
+                             appends, "events/s", f"one event per save, in-process, median of {rounds}")  # fmt: skip
+                ratio = rps["goldtrail"] / appends
+                bench.record("PUT vs eventsourcing", backend, "throughput ratio", ratio, "x", "target >= 2")
         if backend == "postgres" and shape == "spread":
             with bench.database(backend) as url:
                 bench.record("reference: pgbench", backend, "event INSERT + row UPSERT", pgbench_rate(url), "tx/s",
                              "8 clients")  # fmt: skip
+
+
+def post_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3) -> None:
+    """goldtrail's POST: every request creates a label, all in one run (hot) or each in a random one of
+    10,000 (spread). One database per shape, the server restarted each round, as for PUT."""
+    bearer = token(ACCOUNT, "bench", ttl=36000)
+    for shape, runs in (("hot", 1), ("spread", 10_000)):
+        # the run ids share their first 24 characters, so the script can pick one by number
+        prefix = str(uuid.uuid4())[:24]
+        figures = []
+        with bench.database(backend) as url:
+            for round_ in range(rounds):
+                script = bench.workdir / f"post-{shape}-{round_}.lua"
+                script.write_text(POST_SCRIPT % {"run_prefix": prefix, "runs": runs, "token": bearer, "round": round_})
+                with bench.servers(url, workers=workers) as (base,):
+                    figures.append(run_wrk(base, script))
+        _record_wrk(bench, f"POST {shape} ({runs:,} {'run' if runs == 1 else 'runs'})", backend, figures, workers)
+
+
+def _record_wrk(bench: Bench, name: str, backend: str, figures: list[dict[str, float]], workers: int) -> float:
+    """One table row from the rounds of one target (medians); returns its req/s."""
+    rps = _median([f["rps"] for f in figures])
+    p50 = _median([f["p50"] for f in figures])
+    p99 = _median([f["p99"] for f in figures])
+    errors = sum(f["non_2xx"] for f in figures)  # anything but 0 means the Lua script is wrong
+    note = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, {errors:.0f} non-2xx, median of {len(figures)}, {workers} workers"
+    bench.record(name, backend, f"{CONNECTIONS} connections", rps, "req/s", note)
+    return rps
 
 
 @contextmanager
