@@ -5,25 +5,18 @@ from __future__ import annotations
 
 from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
 from service import audit, labels, openapi
 from service.audit_api import parse_count, parse_moment
 from service.auth import READ, WRITE, requires
 from service.bodies import InvalidInput, decode_label_patch, decode_new_label
-from service.database import Database, DatabaseUnavailable
+from service.database import DatabaseUnavailable
 from service.errors import error_response
-from service.http_input import actor, canonical_uuid, expected_versions, json_body
+from service.http_input import actor, canonical_uuid, database, expected_versions, json_body, settings
 from service.idempotency import StoredResponse
 from service.settings import Settings
 from service.views import encode, label_answer, run_gold_label
-
-
-def _settings(request: Request) -> Settings:
-    # Read from the app state rather than injected: a handler with two dependencies makes Litestar
-    # resolve them in a task group of their own, which costs more than the rest of the routing.
-    return request.app.state.settings
 
 
 def respond(answer: StoredResponse) -> Response:
@@ -39,9 +32,10 @@ def respond(answer: StoredResponse) -> Response:
     guards=[requires(WRITE)],
     status_code=201,
 )
-async def create_gold_label(request: Request, run_id: FromPath[str], db: NamedDependency[Database]) -> Response[bytes]:
+async def create_gold_label(request: Request, run_id: FromPath[str]) -> Response[bytes]:
+    db = database(request)
     run = canonical_uuid(run_id, "run_id")
-    new = decode_new_label(await json_body(request), _settings(request).max_object_depth)
+    new = decode_new_label(await json_body(request), settings(request).max_object_depth)
     state = await labels.create_label(db, await actor(request), run, new)
     return respond(label_answer(state, 201, {"Location": labels.label_location(state)}))
 
@@ -53,8 +47,9 @@ async def create_gold_label(request: Request, run_id: FromPath[str], db: NamedDe
     guards=[requires(READ)],
 )
 async def list_gold_labels(
-    request: Request, run_id: FromPath[str], db: NamedDependency[Database], as_of: FromQuery[str | None] = None
+    request: Request, run_id: FromPath[str], as_of: FromQuery[str | None] = None
 ) -> Response[bytes]:
+    db = database(request)
     run = canonical_uuid(run_id, "run_id")
     if as_of is None:
         found = await labels.list_labels(db, request.user.account, run)
@@ -73,10 +68,10 @@ async def get_gold_label(
     request: Request,
     run_id: FromPath[str],
     gold_label_id: FromPath[str],
-    db: NamedDependency[Database],
     as_of: FromQuery[str | None] = None,
     version: FromQuery[str | None] = None,
 ) -> Response[bytes]:
+    db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     if as_of is None and version is None:
         return respond(label_answer(await labels.get_label(db, request.user.account, run, label), 200))
@@ -103,10 +98,10 @@ async def update_gold_label(
     request: Request,
     run_id: FromPath[str],
     gold_label_id: FromPath[str],
-    db: NamedDependency[Database],
 ) -> Response[bytes]:
+    db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
-    patch = decode_label_patch(await json_body(request), _settings(request).max_object_depth)
+    patch = decode_label_patch(await json_body(request), settings(request).max_object_depth)
     state = await labels.update_label(db, await actor(request), run, label, patch, expected_versions(request))
     return respond(label_answer(state, 200))
 
@@ -118,9 +113,8 @@ async def update_gold_label(
     guards=[requires(WRITE)],
     status_code=204,
 )
-async def delete_gold_label(
-    request: Request, run_id: FromPath[str], gold_label_id: FromPath[str], db: NamedDependency[Database]
-) -> None:
+async def delete_gold_label(request: Request, run_id: FromPath[str], gold_label_id: FromPath[str]) -> None:
+    db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     await labels.delete_label(db, await actor(request), run, label, expected_versions(request))
 

@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router
-from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -20,7 +18,7 @@ from service.audit_api import AUDIT_ROUTES
 from service.auth import BearerAuthMiddleware, TokenVerifier
 from service.database import Database
 from service.errors import EXCEPTION_HANDLERS
-from service.metrics import PROMETHEUS, MetricsController
+from service.metrics import MetricsController
 from service.request_log import configure_logging, logged
 from service.settings import Settings, load_settings
 
@@ -58,19 +56,12 @@ class GoldtrailApp(Litestar):
         return send_full_allow
 
 
-def _provide_db(state: State) -> Database:
-    return state.db
-
-
 def _v1() -> Router:
-    """Every /v1 route: bearer auth on all of them, the database as a dependency."""
+    """Every /v1 route, with bearer auth on all of them."""
     return Router(
         path="/v1",
         route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES],
         middleware=[DefineMiddleware(BearerAuthMiddleware)],
-        dependencies={
-            "db": Provide(_provide_db, sync_to_thread=False),
-        },
     )
 
 
@@ -85,7 +76,6 @@ def create_app(settings: Settings) -> Litestar:
 
     app = GoldtrailApp(
         route_handlers=[_v1(), healthz, readyz, MetricsController],
-        middleware=[PROMETHEUS.middleware],
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 
 from litestar import Request, Response, get
-from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
@@ -16,8 +15,7 @@ from events.types import parse_time
 from service import audit, openapi
 from service.auth import AUDIT, requires
 from service.bodies import InvalidInput
-from service.database import Database
-from service.http_input import canonical_uuid
+from service.http_input import canonical_uuid, database
 from service.views import encode
 
 NDJSON = "application/x-ndjson"
@@ -58,9 +56,8 @@ def parse_count(
     operation_class=openapi.HISTORY,
     guards=[requires(AUDIT)],
 )
-async def label_history(
-    request: Request, run_id: FromPath[str], gold_label_id: FromPath[str], db: NamedDependency[Database]
-) -> Response[bytes]:
+async def label_history(request: Request, run_id: FromPath[str], gold_label_id: FromPath[str]) -> Response[bytes]:
+    db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     entries = await audit.label_history(db, request.user.account, run, label)
     return Response(content=encode(entries), media_type="application/json")
@@ -69,10 +66,10 @@ async def label_history(
 @get("/events", operation_id="listEvents", operation_class=openapi.FEED, guards=[requires(AUDIT)])
 async def events_feed(
     request: Request,
-    db: NamedDependency[Database],
     after: FromQuery[str | None] = None,
     limit: FromQuery[str | None] = None,
 ) -> Response:
+    db = database(request)
     try:
         point = FeedPoint.parse(after)
     except BadCursor as error:
@@ -96,9 +93,8 @@ async def _lines(first: audit.FeedEvent | None, rest: AsyncIterator[audit.FeedEv
 
 
 @get("/audit/digest", operation_id="getLogDigest", operation_class=openapi.DIGEST, guards=[requires(AUDIT)])
-async def log_digest(
-    request: Request, db: NamedDependency[Database], position: FromQuery[str | None] = None
-) -> Response[bytes]:
+async def log_digest(request: Request, position: FromQuery[str | None] = None) -> Response[bytes]:
+    db = database(request)
     wanted = parse_count(position, "position", minimum=0)
     digest = await audit.log_digest(db, request.user.account, wanted)
     return Response(content=encode(digest), media_type="application/json")

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import greenlet_spawn
 
 from service.metrics import DB_CONNECTIONS_IN_USE, DB_CONNECTIONS_WAITING, DB_FAILURES
 from service.settings import Settings
@@ -242,10 +243,10 @@ class Database:
         tx: DriverTransaction | None = None
         try:
             with DB_CONNECTIONS_WAITING.track_inprogress():
-                conn = await self.engine.connect()
+                # Straight from the pool: SQLAlchemy's Connection around it would cost CPU and do nothing here.
+                pooled = await self.engine.raw_connection()
             try:
                 with DB_CONNECTIONS_IN_USE.track_inprogress():
-                    pooled = await conn.get_raw_connection()
                     if self.dialect != "postgresql":
                         kind = SqliteTransaction
                     else:
@@ -266,7 +267,7 @@ class Database:
                             await tx.abort()
                         except Exception:
                             with contextlib.suppress(Exception):
-                                await conn.invalidate()
+                                await greenlet_spawn(pooled.invalidate)
                         raise
                     finally:
                         try:
@@ -274,9 +275,9 @@ class Database:
                         except Exception:
                             # Not fit to go back to the pool as it was lent; the write's outcome stands.
                             with contextlib.suppress(Exception):
-                                await conn.invalidate()
+                                await greenlet_spawn(pooled.invalidate)
             finally:
-                await conn.close()
+                await greenlet_spawn(pooled.close)  # back to the pool (SQLAlchemy's reset awaits the driver)
         except Exception as error:
             committing = tx is not None and tx.committing
             _raise_translated(error, stale=tx is not None and not committing, committing=committing)

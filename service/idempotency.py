@@ -62,9 +62,7 @@ class IdempotencyKeyReused(Exception):
         )
 
 
-def idempotency_for(key: str | None, method: str, path: str, body: bytes, retention_seconds: int) -> Idempotency | None:
-    if key is None:
-        return None
+def idempotency_for(key: str, method: str, path: str, body: bytes, retention_seconds: int) -> Idempotency:
     if not _VALID_KEY.match(key):
         raise InvalidInput("Idempotency-Key must be 1 to 255 printable ASCII characters", "Idempotency-Key")
     fingerprint = hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()

@@ -1,5 +1,5 @@
 """Request ids and the access log: every HTTP response carries X-Request-ID, and every request
-leaves one structured log line (never a token or a label value)."""
+leaves one structured log line (never a token or a label value) and is counted in the metrics."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from litestar.types import Message, Receive, Scope, Send
+
+from service.metrics import REQUESTS_IN_PROGRESS, observe_request
 
 logger = logging.getLogger("goldtrail.access")
 
@@ -46,9 +48,13 @@ async def logged(
             ]
         await send(message)
 
+    REQUESTS_IN_PROGRESS.inc()
     try:
         await app(scope, receive, send_with_id)
     finally:
+        REQUESTS_IN_PROGRESS.dec()
+        seconds = time.perf_counter() - started
+        observe_request(scope["method"], scope.get("path_template"), status, seconds)
         principal = scope.get("user")
         logger.info(
             "request",
@@ -56,7 +62,7 @@ async def logged(
                 "method": scope.get("method"),
                 "path": scope.get("path"),
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
                 "request_id": request_id,
                 "account": getattr(principal, "account", None),
                 "user": getattr(principal, "user", None),

@@ -94,6 +94,7 @@ def test_metrics_count_requests_by_route_and_status_and_events_by_type(client, r
     label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
     client.put(f"/v1/run/{run_id}/gold-label/{label['id']}", json={"text_value": "x"}, headers=auth())
     client.get(f"/v1/run/{run_id}/gold-label/{uuid.uuid4()}", headers=auth())
+    client.get(f"/scanner-probe-{run_id}")
     after = client.get("/metrics").text
     route = "/v1/run/{run_id}/gold-label/{gold_label_id}"
 
@@ -107,7 +108,9 @@ def test_metrics_count_requests_by_route_and_status_and_events_by_type(client, r
     assert grew("goldtrail_events_appended_total", type="GoldLabelUpdated") == 1
     assert re.search(r"^goldtrail_db_connections_in_use \d", after, re.M)
     assert re.search(r"^goldtrail_db_connections_waiting \d", after, re.M)
-    assert label["id"] not in after  # routes are labelled by template, not by id
+    assert grew("goldtrail_requests_total", method="GET", path="(unmatched)", status_code="404") == 1
+    assert grew("goldtrail_request_duration_seconds_count", method="GET", path="/metrics") == 0
+    assert label["id"] not in after and run_id not in after  # routes are labelled by template, not by id
 
 
 def test_an_unreachable_database_is_a_fast_503_and_counted(tmp_path):
