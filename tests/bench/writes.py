@@ -197,18 +197,24 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def put_script(bench: Bench, url: str, labels: int, name: str) -> Path:
+    """Create `labels` labels in one run and write the wrk script that PUTs to them at random."""
+    run = str(uuid.uuid4())
+    rows = list(label_events(ACCOUNT, run, labels, 1))
+    insert_events(url, iter(rows))
+    bench.goldtrail(url, "rebuild")
+    ids = bench.workdir / f"ids-{name}.txt"
+    ids.write_text("\n".join(event.stream_id for event, _, _ in rows) + "\n")
+    script = bench.workdir / f"put-{name}.lua"
+    script.write_text(PUT_SCRIPT % {"ids": ids, "run": run, "token": token(ACCOUNT, "bench", ttl=36000)})
+    return script
+
+
 def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3) -> None:
     """goldtrail's PUT next to its references, interleaved round by round so drift hits all alike."""
     for shape, labels in (("hot", 10), ("spread", bench.n(100_000))):
-        run = str(uuid.uuid4())
         with bench.database(backend) as url:
-            rows = list(label_events(ACCOUNT, run, labels, 1))
-            insert_events(url, iter(rows))
-            bench.goldtrail(url, "rebuild")
-            ids = bench.workdir / f"ids-{shape}.txt"
-            ids.write_text("\n".join(event.stream_id for event, _, _ in rows) + "\n")
-            script = bench.workdir / f"put-{shape}.lua"
-            script.write_text(PUT_SCRIPT % {"ids": ids, "run": run, "token": token(ACCOUNT, "bench", ttl=36000)})
+            script = put_script(bench, url, labels, shape)
             targets = ["goldtrail"] + (["prototype", "bare"] if shape == "spread" else [])
             if backend == "sqlite":
                 targets = [t for t in targets if t != "prototype"]  # the prototype is psycopg-only
@@ -225,13 +231,16 @@ def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3
                         figures[target].append(run_wrk(base, script))
                 if backend == "postgres" and shape == "spread":
                     events.append(eventsourcing_rate(bench))
-            rps = {}
+            medians = {}
             for target in targets:
                 name = f"PUT {shape} ({labels:,} labels)" if target == "goldtrail" else f"reference: {target} PUT"
-                rps[target] = _record_wrk(bench, name, backend, figures[target], workers)
+                medians[target] = record_wrk(bench, name, backend, figures[target], workers)
+            rps = {target: figures["rps"] for target, figures in medians.items()}
             if "prototype" in rps:
                 ratio = rps["goldtrail"] / rps["prototype"]
                 bench.record("PUT vs prototype", backend, "throughput ratio", ratio, "x", "target >= 0.8")
+                ratio = medians["goldtrail"]["p99"] / medians["prototype"]["p99"]
+                bench.record("PUT vs prototype", backend, "p99 latency ratio", ratio, "x", "target <= 2")
             if events:
                 appends = _median(events)
                 bench.record("reference: eventsourcing", backend, f"{EVENTSOURCING_THREADS} threads, one app",
@@ -258,18 +267,21 @@ def post_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 
                 script.write_text(POST_SCRIPT % {"run_prefix": prefix, "runs": runs, "token": bearer, "round": round_})
                 with bench.servers(url, workers=workers) as (base,):
                     figures.append(run_wrk(base, script))
-        _record_wrk(bench, f"POST {shape} ({runs:,} {'run' if runs == 1 else 'runs'})", backend, figures, workers)
+        record_wrk(bench, f"POST {shape} ({runs:,} {'run' if runs == 1 else 'runs'})", backend, figures, workers)
 
 
-def _record_wrk(bench: Bench, name: str, backend: str, figures: list[dict[str, float]], workers: int) -> float:
-    """One table row from the rounds of one target (medians); returns its req/s."""
-    rps = _median([f["rps"] for f in figures])
-    p50 = _median([f["p50"] for f in figures])
-    p99 = _median([f["p99"] for f in figures])
+def record_wrk(
+    bench: Bench, name: str, backend: str, figures: list[dict[str, float]], workers: int, settings: str = ""
+) -> dict[str, float]:
+    """One table row from the rounds of one target; returns the medians (rps, p50, p99)."""
+    medians = {key: _median([f[key] for f in figures]) for key in ("rps", "p50", "p99")}
     errors = sum(f["non_2xx"] for f in figures)  # anything but 0 means the Lua script is wrong
-    note = f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, {errors:.0f} non-2xx, median of {len(figures)}, {workers} workers"
-    bench.record(name, backend, f"{CONNECTIONS} connections", rps, "req/s", note)
-    return rps
+    note = (
+        f"p50 {medians['p50']:.0f} ms, p99 {medians['p99']:.0f} ms, {errors:.0f} non-2xx,"
+        f" median of {len(figures)}, {settings or f'{workers} workers'}"
+    )
+    bench.record(name, backend, f"{CONNECTIONS} connections", medians["rps"], "req/s", note)
+    return medians
 
 
 @contextmanager
