@@ -6,6 +6,7 @@ the read model. Either both are committed or neither is.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -84,6 +85,27 @@ async def _claim(tx: SqlTransaction, actor: Actor) -> None:
 async def _remember(tx: SqlTransaction, actor: Actor, answer: StoredResponse) -> None:
     if actor.idempotency is not None:
         await remember(tx, actor.account_id, actor.idempotency, answer)
+
+
+class _Contention:
+    """Labels that lost a race between writers lately, in this process. Many writers on one label make
+    most optimistic writes lose, and each loss costs two round trips, so such a label is locked first."""
+
+    def __init__(self, seconds: float = 1.0, size: int = 10_000) -> None:
+        self.seconds, self.size = seconds, size
+        self._until: dict[tuple[str, str], float] = {}
+
+    def lately(self, key: tuple[str, str]) -> bool:
+        until = self._until.get(key)
+        return until is not None and time.monotonic() < until
+
+    def note(self, key: tuple[str, str]) -> None:
+        if len(self._until) >= self.size:
+            self._until.clear()  # a bound, not a cache: forgetting only costs one more lost race
+        self._until[key] = time.monotonic() + self.seconds
+
+
+_CONTENDED = _Contention()
 
 
 class _Attempt:
@@ -210,10 +232,13 @@ async def _change(
         await _remember(tx, actor, NO_CONTENT if state.deleted else label_answer(state, 200))
         return state
 
+    key = (actor.account_id, label_id)
     for attempt in range(_ATTEMPTS):
+        # Optimistic first (no lock, half the CPU); after a lost race, and for a while on a label that
+        # lost one lately, lock the row and queue behind the other writers instead of racing them.
+        optimistic = attempt == 0 and actor.idempotency is None and not _CONTENDED.lately(key)
         try:
-            # Optimistic first (no lock, half the CPU); after a lost race, lock the row and queue behind it.
-            state = await _try_write(db, change, optimistic=attempt == 0 and actor.idempotency is None)
+            state = await _try_write(db, change, optimistic=optimistic)
         except UniqueViolation as error:
             if error.constraint != "uq_events_stream_version":
                 raise
@@ -222,6 +247,7 @@ async def _change(
             state = None
         if state is not None:
             return state
+        _CONTENDED.note(key)
         # Lost a race with another writer, or a connection: with If-Match that is a 412 (it might be
         # the other writer's version now), otherwise try again.
         if expected_versions is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 from events import store
 from events.schema import events
 from projections.fold import fold
+from service import labels
 from service.database import sync_url
 from service.migrate import migrate
 from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
@@ -186,3 +188,20 @@ def test_a_follower_sees_every_committed_event_exactly_once_in_order(two_servers
         stored = conn.execute(sa.select(sa.func.count()).where(events.c.account_id == account)).scalar()
     engine.dispose()
     assert stored == len(seen) == THREADS * (PUTS_PER_THREAD + 1)
+
+
+def test_a_label_that_lost_a_race_is_locked_first_for_a_while_then_raced_again():
+    """Many writers on one label would make most optimistic writes lose; such a label is locked first,
+    but only lately contended ones, and the memory stays bounded."""
+    contention = labels._Contention(seconds=0.2, size=3)
+    key = ("acme", str(uuid.uuid4()))
+    assert not contention.lately(key)
+    contention.note(key)
+    assert contention.lately(key)
+    assert not contention.lately(("acme", str(uuid.uuid4())))
+    time.sleep(0.25)
+    assert not contention.lately(key)
+    others = [("acme", str(uuid.uuid4())) for _ in range(4)]
+    for other in others:
+        contention.note(other)
+    assert contention.lately(others[-1]) and not contention.lately(others[0])  # cleared when full
