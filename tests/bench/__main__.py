@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import audit, writes
+from tests.bench import audit, scale, writes
 from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "run-as-of": audit.run_as_of,
     "history": audit.long_history,
     "feed-under-writers": audit.feed_under_writers,
+    "scale": scale.put_at_scale,
 }
 
 
