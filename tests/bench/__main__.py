@@ -10,12 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import audit, scale, writes
+from tests.bench import audit, scale, serving, writes
 from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
     "put": writes.put_throughput,
     "post": writes.post_throughput,
+    "serving": serving.serving_defaults,
     "rebuild": audit.rebuild_and_feed,
     "run-as-of": audit.run_as_of,
     "history": audit.long_history,
