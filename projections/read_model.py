@@ -57,9 +57,10 @@ def from_row(row: sa.Row) -> LabelState:
     return LabelState(**mapping, object_value=NULL if value is None else msgspec.Raw(value.encode()))
 
 
-_FIELDS = LabelState.__struct_fields__
-_LOCK = f"SELECT {', '.join(_FIELDS)} FROM gold_labels WHERE account_id = :account_id AND id = :id"
-_INSERT = f"INSERT INTO gold_labels ({', '.join(_FIELDS)}) VALUES ({', '.join(':' + f for f in _FIELDS)})"
+FIELDS = LabelState.__struct_fields__
+_OBJECT_VALUE = FIELDS.index("object_value")
+_LOCK = f"SELECT {', '.join(FIELDS)} FROM gold_labels WHERE account_id = :account_id AND id = :id"
+_INSERT = f"INSERT INTO gold_labels ({', '.join(FIELDS)}) VALUES ({', '.join(':' + f for f in FIELDS)})"
 _MOVE_ON = (
     "UPDATE gold_labels SET text_value = :text_value, object_value = :object_value,"
     " object_value_is_partial = :object_value_is_partial, updated_by = :updated_by, updated_at = :updated_at,"
@@ -68,8 +69,16 @@ _MOVE_ON = (
 )
 
 
-def _from_values(values: tuple) -> LabelState:
-    row = dict(zip(_FIELDS, values, strict=True))
+def to_values(state: LabelState) -> list:
+    """The row's values in `FIELDS` order, as a driver takes them (times as aware datetimes)."""
+    values = list(msgspec.structs.astuple(state))
+    values[_OBJECT_VALUE] = None if state.object_value == NULL else bytes(state.object_value).decode()
+    return values
+
+
+def from_values(values: tuple) -> LabelState:
+    """A label from its row's values in `FIELDS` order, as a driver returns them."""
+    row = dict(zip(FIELDS, values, strict=True))
     for name in ("created_at", "updated_at", "deleted_at"):
         row[name] = stored_time(row[name])
     if row["object_value_is_partial"] is not None:
@@ -81,7 +90,7 @@ def _from_values(values: tuple) -> LabelState:
 async def lock(tx: SqlTransaction, account_id: str, label_id: str) -> LabelState | None:
     """One label, tombstones included, locked against other writers until the transaction ends."""
     values = await tx.fetchone(tx.for_update(_LOCK), {"account_id": account_id, "id": label_id})
-    return None if values is None else _from_values(values)
+    return None if values is None else from_values(values)
 
 
 async def save(tx: SqlTransaction, state: LabelState) -> None:
