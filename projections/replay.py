@@ -128,6 +128,6 @@ async def compare_read_model(conn: AsyncConnection, states: dict[LabelKey, Label
 
 
 async def rebuild(conn: AsyncConnection, states: dict[LabelKey, LabelState]) -> int:
-    """Replace the read model with the replayed states; returns the number of rows written."""
-    await bulk.lock_read_model(conn)
+    """Replace the read model with the replayed states; returns the number of rows written. Take
+    `bulk.lock_read_model` before the replay, so that no write can land in between."""
     return await bulk.replace_read_model(conn, states.values())

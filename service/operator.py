@@ -12,6 +12,7 @@ import msgspec
 
 from events import feed, store
 from events.feed import FeedPoint
+from projections.bulk import lock_read_model
 from projections.replay import Problem, compare_read_model, count_events, rebuild, replay
 from service.audit import feed_event, history_of
 from service.database import Database
@@ -87,6 +88,9 @@ async def rebuild_read_model(settings: Settings, out: TextIO = sys.stdout) -> in
     db = Database.connect(settings)
     try:
         async with db.write() as conn:
+            # Before the replay reads a single event: a write committed after that read would be missing
+            # from the new read model. Writers wait for the whole rebuild; readers do not.
+            await lock_read_model(conn)
             bar = ProgressBar("rebuild", await count_events(conn))
             outcome = await replay(conn, bar)
             bar.finish()

@@ -4,8 +4,10 @@ catching tampering done behind the triggers' back by a database superuser."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import aclosing
@@ -17,6 +19,7 @@ from litestar.testing import TestClient
 from projections import bulk
 from projections.read_model import FIELDS
 from projections.replay import count_events, replay
+from service import operator
 from service.app import create_app
 from service.database import Database, sync_url
 from service.migrate import migrate
@@ -281,6 +284,36 @@ def test_rebuild_writes_every_row_byte_for_byte_as_the_writes_did(log):
     result = log.goldtrail("rebuild")
     assert result.returncode == 0, result.stdout + result.stderr
     assert _read_model_rows(log) == written
+
+
+def test_a_write_arriving_during_a_rebuild_waits_for_it_and_is_kept(log, monkeypatch):
+    log.write(labels=2, updates=0)
+    label = log.labels[0]
+    answers, writers = [], []
+    real_replay = operator.replay
+
+    async def replay_then_write(conn, progress=None):
+        outcome = await real_replay(conn, progress)
+        # The events are read: a write now must wait for the new read model, not commit before it.
+        put = f"/v1/run/{log.run_id}/gold-label/{label}"
+        writer = threading.Thread(
+            target=lambda: answers.append(log.client.put(put, json={"text_value": "late"}, headers=auth(ACCOUNT)))
+        )
+        writer.start()
+        writers.append(writer)
+        await asyncio.to_thread(writer.join, 1)
+        assert not answers, "a write went through in the middle of the rebuild"
+        return outcome
+
+    monkeypatch.setattr(operator, "replay", replay_then_write)
+    out = io.StringIO()
+    assert asyncio.run(operator.rebuild_read_model(make_settings(log.url, log.cwd), out=out)) == 0, out.getvalue()
+    writers[0].join(30)
+    assert answers[0].status_code == 200, answers[0].text
+    now = log.client.get(f"/v1/run/{log.run_id}/gold-label/{label}", headers=auth(ACCOUNT))
+    assert now.json()["text_value"] == "late" and now.headers["etag"] == '"2"'
+    result = log.goldtrail("verify")
+    assert result.returncode == 0, result.stdout
 
 
 def test_replay_checks_every_event_whatever_the_batch_size(log):
