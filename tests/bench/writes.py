@@ -89,11 +89,16 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
+def ensure_package(module: str, requirement: str) -> None:
+    """Install one of the `bench` extra's packages on first use, as wrk is."""
+    # find_spec, not import: these are only ever imported by the benchmark processes that use them
+    if importlib.util.find_spec(module) is None:
+        print(f"{module} is missing: installing {requirement}", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True, capture_output=True)
+
+
 def ensure_eventsourcing() -> None:
-    # find_spec, not import: the library is only ever imported by its own benchmark process
-    if importlib.util.find_spec("eventsourcing") is None:
-        print(f"eventsourcing is missing: installing {EVENTSOURCING}", flush=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", EVENTSOURCING], check=True, capture_output=True)
+    ensure_package("eventsourcing", EVENTSOURCING)
 
 
 def eventsourcing_rate(bench: Bench, threads: int = EVENTSOURCING_THREADS, seconds: int = SECONDS) -> float:
