@@ -161,9 +161,11 @@ class Database:
                 yield conn
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read-only SQLAlchemy transaction with no time limit (exports, operator scans)."""
-        async with self._transaction(write=False) as conn:
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A read-only SQLAlchemy transaction with no time limit (exports, operator scans). With `snapshot`,
+        every statement in it sees the database as of one moment, whatever commits meanwhile (SQLite's
+        read transaction already does; PostgreSQL needs REPEATABLE READ)."""
+        async with self._transaction(write=False, snapshot=snapshot) as conn:
             yield conn
 
     async def run_read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -222,13 +224,15 @@ class Database:
         raise DatabaseUnavailable(f"the database did not answer within {self.timeout_seconds:g}s")
 
     @asynccontextmanager
-    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+    async def _transaction(self, *, write: bool, snapshot: bool = False) -> AsyncIterator[AsyncConnection]:
         try:
             with DB_CONNECTIONS_WAITING.track_inprogress():
                 conn = await self.engine.connect()
             try:
                 with DB_CONNECTIONS_IN_USE.track_inprogress():
                     await conn.execution_options(write=write)
+                    if snapshot and self.dialect == "postgresql":
+                        await conn.execution_options(isolation_level="REPEATABLE READ")
                     async with conn.begin():
                         yield conn
             finally:
