@@ -28,14 +28,20 @@ ACCOUNT = "bench"
 CONNECTIONS = 64
 SECONDS = 10
 
-# Each wrk thread draws its own sequence of labels: with one seed for all, the threads would write the
-# same labels in lockstep and collide far more often than independent clients do.
-PUT_SCRIPT = """
+# Numbers wrk's threads 1, 2, ... as `id` (`setup` runs once per thread, before its `init`).
+THREAD_IDS = """
 local threads = 0
 setup = function(thread)
   threads = threads + 1
   thread:set("id", threads)
 end
+"""
+
+# Each wrk thread draws its own sequence of labels: with one seed for all, the threads would write the
+# same labels in lockstep and collide far more often than independent clients do.
+PUT_SCRIPT = (
+    THREAD_IDS
+    + """
 init = function(args)
   math.randomseed(7919 * id)
 end
@@ -50,16 +56,13 @@ request = function()
     '{"text_value": "value ' .. n .. '"}')
 end
 """
+)
 
 # Every POST must create a new label (a second create of a live name is 409), so a name is made unique
-# by the round, the wrk thread (numbered by `setup`, which runs once per thread, before its `init`) and
-# a counter.
-POST_SCRIPT = """
-local threads = 0
-setup = function(thread)
-  threads = threads + 1
-  thread:set("id", threads)
-end
+# by the round, the wrk thread and a counter.
+POST_SCRIPT = (
+    THREAD_IDS
+    + """
 init = function(args)
   math.randomseed(1000 * %(round)s + id)  -- else every thread and round picks the same runs in turn
 end
@@ -72,6 +75,7 @@ request = function()
     '{"output_resource_name": "out-%(round)s-' .. id .. '-' .. n .. '", "text_value": "v"}')
 end
 """
+)
 
 # The `bench` extra of pyproject.toml, installed by the benchmark on first use like wrk
 EVENTSOURCING = "eventsourcing[postgres]>=9.4,<10"
