@@ -88,7 +88,8 @@ def from_values(values: tuple) -> LabelState:
 
 
 async def lock(tx: SqlTransaction, account_id: str, label_id: str) -> LabelState | None:
-    """One label, tombstones included, locked against other writers until the transaction ends."""
+    """One label, tombstones included, locked against other writers until the transaction ends when the
+    transaction locks (an optimistic one does not: its guarded `save` detects a writer that came first)."""
     values = await tx.fetchone(tx.for_update(_LOCK), {"account_id": account_id, "id": label_id})
     return None if values is None else from_values(values)
 
