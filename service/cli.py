@@ -206,6 +206,10 @@ def _parser() -> argparse.ArgumentParser:
 
 # Commands that read or rewrite an existing log: they never migrate it behind the operator's back.
 _NEEDS_CURRENT_SCHEMA = {"verify", "rebuild", "history", "export"}
+# Commands that never verify or sign a token, so they run without a token key (a migration job or an
+# operator's shell need not hold the signing secret). Any other command, serve and token included,
+# refuses to start without one outside the embedded default.
+_NO_TOKEN_KEY = {"migrate", *_NEEDS_CURRENT_SCHEMA}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(require_token_key=args.command not in _NO_TOKEN_KEY)
         if args.command in _NEEDS_CURRENT_SCHEMA:
             require_current_schema(settings.database_url, settings.db_timeout_seconds)
         return args.run(settings, args)

@@ -109,7 +109,11 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bool = True) -> Settings:
+    """The settings from `env` (default: the process environment).
+
+    `require_token_key=False` is for commands that never verify a token (migrate and the operator
+    commands): outside the embedded default they run without GOLDTRAIL_JWT_SECRET or a public key."""
     env = os.environ if env is None else env
     data_dir = Path(env.get("GOLDTRAIL_DATA_DIR") or DEFAULT_DATA_DIR).resolve()
     database_url = env.get("GOLDTRAIL_DATABASE_URL") or ""
@@ -129,7 +133,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for path in (*public_keys, *([jwks] if jwks else [])):
         if not path.is_file():
             raise SettingsError(f"JWT key file {str(path)!r} does not exist")
-    if not secret and not uses_public_keys:
+    if not secret and not uses_public_keys and (embedded or require_token_key):
         if not embedded:
             raise SettingsError(
                 "no token key configured: set GOLDTRAIL_JWT_SECRET (HS256) or GOLDTRAIL_JWT_PUBLIC_KEY / "

@@ -10,7 +10,11 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
+import sqlalchemy as sa
 
+from service.database import sync_url
+from tests.conftest import drop_postgres_database, fresh_database_url
 from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -105,3 +109,35 @@ def test_serve_refuses_to_start_with_an_unusable_key_file(tmp_path):
     result = subprocess.run([GOLDTRAIL, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "not a usable JWKS file" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrate_and_the_operator_commands_need_no_token_key_but_serve_and_token_refuse(tmp_path, backend):
+    url = fresh_database_url(backend, tmp_path)
+    try:
+        env = clean_environment(GOLDTRAIL_DATABASE_URL=url)
+
+        def goldtrail(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [GOLDTRAIL, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            )
+
+        migrated = goldtrail("migrate")
+        assert migrated.returncode == 0, migrated.stderr
+        engine = sa.create_engine(sync_url(url))
+        try:
+            assert {"events", "gold_labels", "alembic_version"} <= set(sa.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+        verified = goldtrail("verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        exported = goldtrail("export")
+        assert exported.returncode == 0 and exported.stdout == "", exported.stderr
+
+        for refused in (goldtrail("serve", "--port", "1"), goldtrail("token", "--user", "u", "--account", "a")):
+            assert refused.returncode == 2
+            assert "no token key configured" in refused.stderr and "GOLDTRAIL_JWT_SECRET" in refused.stderr
+        assert not (tmp_path / ".goldtrail").exists()  # no development secret was made outside the embedded default
+    finally:
+        if backend == "postgres":
+            drop_postgres_database(url)
