@@ -200,10 +200,23 @@ def challenge(message: str) -> NotAuthorizedException:
     )
 
 
+def _authorization(connection: ASGIConnection) -> str | None:
+    """The request's one Authorization header. Two are ambiguous credentials (proxies and frameworks
+    disagree on which one wins), so they are refused whatever they hold, even the same token twice.
+    Read from the raw ASGI headers: the parsed headers would hand back only the first one."""
+    found: bytes | None = None
+    for name, value in connection.scope["headers"]:
+        if name.lower() == b"authorization":
+            if found is not None:
+                raise challenge("the request has more than one Authorization header: send exactly one")
+            found = value
+    return None if found is None else found.decode("latin-1")
+
+
 class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
         verifier: TokenVerifier = connection.app.state.token_verifier
-        header = connection.headers.get("authorization")
+        header = _authorization(connection)
         if not header:
             raise NotAuthorizedException(
                 detail="missing bearer token: send 'Authorization: Bearer <JWT>'",

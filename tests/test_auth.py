@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -446,6 +447,97 @@ def test_every_401_has_a_bearer_challenge_and_never_echoes_the_token(client, kin
     assert response.headers["www-authenticate"].startswith("Bearer ")
     assert 'realm="goldtrail"' in response.headers["www-authenticate"]
     assert set(response.json()) == {"error"}
+
+
+# --- two Authorization headers -------------------------------------------------------------------
+# Proxies and frameworks disagree on which of two headers wins (the first, the last, both joined),
+# so a request carrying two is ambiguous: it is refused whatever the order and whatever the tokens.
+
+
+def with_raw_headers(client: TestClient, method: str, path: str, headers: list[tuple[str, str]], **kwargs):
+    """Send each header as its own entry of the ASGI scope, as a server does with repeated header lines
+    (the test client would join two values of one name into one, which a server never does)."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local") as raw:
+            return await raw.request(method, path, headers=headers, **kwargs)
+
+    return client.blocking_portal.call(send)
+
+
+@pytest.fixture
+def two_accounts_run(client) -> tuple[str, dict[str, dict]]:
+    """A run holding one label of each of two accounts: what an ambiguous request must not reveal."""
+    run_id = str(uuid.uuid4())
+    labels = {}
+    for account in (f"first-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"):
+        body = {"output_resource_name": f"of-{account}"}
+        response = client.post(labels_url(run_id), json=body, headers=auth(account))
+        assert response.status_code == 201, response.text
+        labels[account] = response.json()
+    return run_id, labels
+
+
+def assert_ambiguous(response, labels: dict[str, dict], *tokens: str) -> None:
+    """401 naming the two headers, and nothing of either account or either token in the answer."""
+    assert_unauthorized(response, "Authorization header")
+    assert set(response.json()) == {"error"}
+    for label in labels.values():
+        for value in (label["id"], label["output_resource_name"], label["account_id"]):
+            assert value not in response.text, (value, response.text)
+    for jwt_token in tokens:
+        assert_unauthorized(response, sent=jwt_token)
+
+
+def two_headers(first: str, second: str) -> list[tuple[str, str]]:
+    return [("Authorization", f"Bearer {first}"), ("Authorization", f"Bearer {second}")]
+
+
+@pytest.mark.parametrize("valid_first", [True, False], ids=["valid-then-forged", "forged-then-valid"])
+def test_a_valid_and_a_forged_authorization_header_are_401_in_either_order(client, two_accounts_run, valid_first):
+    run_id, labels = two_accounts_run
+    account = next(iter(labels))
+    valid, forged = token(account), token(account, secret=OTHER_SECRET)
+    pair = (valid, forged) if valid_first else (forged, valid)
+    response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(*pair))
+    assert_ambiguous(response, labels, valid, forged)
+
+
+@pytest.mark.parametrize("order", ["first-then-second", "second-then-first"])
+def test_valid_tokens_of_two_accounts_in_two_authorization_headers_are_401(client, two_accounts_run, order):
+    run_id, labels = two_accounts_run
+    tokens = [token(account) for account in labels]
+    if order == "second-then-first":
+        tokens.reverse()
+    response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(*tokens))
+    assert_ambiguous(response, labels, *tokens)
+
+
+def test_the_same_valid_token_in_two_authorization_headers_is_401(client, two_accounts_run):
+    run_id, labels = two_accounts_run
+    jwt_token = token(next(iter(labels)))
+    response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(jwt_token, jwt_token))
+    assert_ambiguous(response, labels, jwt_token)
+
+
+def test_two_authorization_headers_on_a_write_are_401_and_store_nothing(client, two_accounts_run):
+    run_id, labels = two_accounts_run
+    first, second = (token(account) for account in labels)
+    body = {"output_resource_name": "ambiguous"}
+    response = with_raw_headers(client, "POST", labels_url(run_id), two_headers(first, second), json=body)
+    assert_ambiguous(response, labels, first, second)
+    for account, label in labels.items():
+        assert client.get(labels_url(run_id), headers=auth(account)).json() == [label]
+
+
+def test_one_authorization_header_sent_raw_is_accepted(client, two_accounts_run):
+    """The raw sender itself is sound: the same request with one header answers as usual."""
+    run_id, labels = two_accounts_run
+    account = next(iter(labels))
+    response = with_raw_headers(client, "GET", labels_url(run_id), [("Authorization", f"Bearer {token(account)}")])
+    assert response.status_code == 200, response.text
+    assert response.json() == [labels[account]]
 
 
 # --- scopes ---------------------------------------------------------------------------------------

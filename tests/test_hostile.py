@@ -1017,6 +1017,44 @@ def test_a_100_kb_authorization_header_is_answered_in_json_by_the_real_server(re
     assert_error(response, response.status_code)
 
 
+@pytest.mark.parametrize(
+    "pair", ["valid-then-forged", "forged-then-valid", "two-accounts", "two-accounts-reversed", "same-token-twice"]
+)
+def test_two_authorization_lines_on_the_wire_are_401_and_reveal_nothing(real_server, pair):
+    run = str(uuid.uuid4())
+    (first, first_token), (_, second_token) = _fresh_account_token(), _fresh_account_token()
+    labels = []
+    for token_ in (first_token, second_token):
+        response = httpx.post(
+            f"{real_server.base_url}/v1/run/{run}/gold-labels",
+            json={"output_resource_name": f"secret-{uuid.uuid4().hex[:8]}"},
+            headers={"Authorization": f"Bearer {token_}"},
+        )
+        assert response.status_code == 201, response.text
+        labels.append(response.json())
+    forged = token(first, "mallory", secret="not-" + SECRET, scope=ALL_SCOPES)
+    tokens = {
+        "valid-then-forged": (first_token, forged),
+        "forged-then-valid": (forged, first_token),
+        "two-accounts": (first_token, second_token),
+        "two-accounts-reversed": (second_token, first_token),
+        "same-token-twice": (first_token, first_token),
+    }[pair]
+    data = _head("GET", f"/v1/run/{run}/gold-labels", tokens[0], Authorization=f"Bearer {tokens[1]}")
+    assert data.count(b"\r\nAuthorization: Bearer ") == 2
+    status, headers, body = _exchange(real_server, data)
+    assert status == 401, (status, body)
+    assert headers["content-type"].startswith("application/json")
+    assert headers["www-authenticate"].startswith("Bearer")
+    answer = json.loads(body)
+    assert set(answer) == {"error"} and "Authorization header" in answer["error"], answer
+    for label in labels:
+        for value in (label["id"], label["output_resource_name"], label["account_id"]):
+            assert value.encode() not in body, (value, body)
+    for token_ in tokens:
+        assert token_.encode() not in body
+
+
 def _access_lines(server: Server, path: str, *, wait: float = 5) -> list[dict]:
     deadline = time.monotonic() + wait
     while True:
