@@ -79,11 +79,11 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
         raise InvalidInput("request body is empty: send a JSON object")
     try:
         # Checked whole: msgspec would skip bytes inside fields it ignores.
-        body.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput("request body is not valid UTF-8") from None
     try:
-        return decoder.decode(body)
+        decoded = decoder.decode(body)
     except msgspec.ValidationError as error:
         raise _invalid(str(error)) from None
     except UnicodeDecodeError:
@@ -92,6 +92,8 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidInput("object_value is nested too deeply", "object_value") from None
+    _reject_duplicate_keys(text)
+    return decoded
 
 
 def _check_text(value: str | None, field: str) -> None:
@@ -99,40 +101,69 @@ def _check_text(value: str | None, field: str) -> None:
         raise InvalidInput(f"{field} contains the character U+0000, which cannot be stored", field)
 
 
-class _DuplicateKey(Exception):
-    pass
+class _Duplicate(msgspec.Struct, frozen=True):
+    """What an object holding a key twice decodes to while the body is scanned for duplicates."""
+
+    key: str
 
 
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen.add(key)
+def _duplicate_in(value: object) -> _Duplicate | None:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Duplicate):
+            return node
+        if isinstance(node, list):  # an array, or the pairs of an object kept by the scan
+            stack.extend(item[1] if isinstance(item, tuple) else item for item in node)
+    return None
 
 
 def _ignore(_text: str) -> None:
     return None
 
 
-def _reject_duplicate_keys(raw: msgspec.Raw) -> None:
-    """A key twice in one object is refused: the value is stored as sent, and readers disagree on which
-    of the two wins (so checks made on one would not hold for the other)."""
+def _reject_duplicate_keys(body: str) -> None:
+    """A key twice in any object of the body is refused, at the top level as inside an object value:
+    readers disagree on which of the two wins (msgspec keeps the last, others the first), so checks
+    made on one would not hold for the other. One pass over the whole body, building no numbers."""
+    found = False
+
+    def scan(pairs: list[tuple[str, Any]]) -> object:
+        # A clean object decodes to None, so a clean body builds nothing; once a duplicate is found,
+        # the objects closed after it (those enclosing it among them) keep their pairs, so that the
+        # top-level field holding it can be named.
+        nonlocal found
+        if len(dict(pairs)) == len(pairs):
+            return pairs if found else None
+        found = True
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                return _Duplicate(key)
+            seen.add(key)
+        raise AssertionError("unreachable: a key is repeated")
+
+    decoder = json.JSONDecoder(object_pairs_hook=scan, parse_int=_ignore, parse_float=_ignore)
     try:
-        json.loads(bytes(raw), object_pairs_hook=_unique_pairs, parse_int=_ignore, parse_float=_ignore)
-    except _DuplicateKey as duplicate:
-        raise InvalidInput(
-            f"object_value has the key {str(duplicate)[:60]!r} twice in one object", "object_value"
-        ) from None
-    except (ValueError, RecursionError):
-        pass  # not this check's business: msgspec's decode below reports it
+        top = decoder.decode(body)
+    except RecursionError:
+        raise InvalidInput("request body is nested too deeply") from None
+    except ValueError as error:  # msgspec accepted the body before; never skip the check silently
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+    if not found:
+        return
+    if isinstance(top, _Duplicate):
+        raise InvalidInput(f"{top.key[:60]!r} is in the request body twice: send each field once", top.key)
+    for field, value in top:
+        duplicate = _duplicate_in(value)
+        if duplicate is not None:
+            raise InvalidInput(f"{field[:60]} has the key {duplicate.key[:60]!r} twice in one object", field)
 
 
 def _object_text(raw: msgspec.Raw, max_depth: int) -> msgspec.Raw:
     """Check that the object value is an object, not nested too deep and free of U+0000; return it compacted."""
     if raw == NULL:
         return NULL
-    _reject_duplicate_keys(raw)
     try:
         value = _object_decoder.decode(raw)
     except msgspec.ValidationError as error:
