@@ -24,8 +24,10 @@ from events.store import COLUMNS, from_row
 from events.types import RecordedEvent
 
 START = "0-0"
-# ASCII digits within 64 bits: anything else cannot have come from this feed.
-_CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,18})")
+_CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+# Both parts are signed 64-bit integers in the database (SQLite INTEGER, PostgreSQL bigint; xid8 is
+# unsigned, but its values stay far below 2**63), and SQLite cannot even bind a larger one.
+_MAX_PART = 2**63 - 1
 
 
 class BadCursor(ValueError):
@@ -43,9 +45,10 @@ class FeedPoint(msgspec.Struct, frozen=True, order=True):
     @classmethod
     def parse(cls, cursor: str | None) -> FeedPoint:
         found = _CURSOR.fullmatch(cursor or START)
-        if found is None:
+        point = None if found is None else cls(int(found.group(1)), int(found.group(2)))
+        if point is None or max(point.tx_id, point.position) > _MAX_PART:
             raise BadCursor(f"{(cursor or '')[:60]!r} is not a cursor of this feed: pass back a 'next' value")
-        return cls(int(found.group(1)), int(found.group(2)))
+        return point
 
 
 def _tx_value(conn: AsyncConnection, tx_id: int):

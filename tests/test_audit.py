@@ -698,6 +698,34 @@ def test_feed_cursor_or_limit_that_is_not_a_plain_number_is_400(client, params):
     assert_error(response, 400, *params)
 
 
+# Both parts of a cursor are signed 64-bit integers in the database (SQLite INTEGER, PostgreSQL bigint;
+# xid8 values never come near 2**63), so a part beyond 2**63-1 was never made by the feed.
+MAX_PART = 2**63 - 1
+OUT_OF_RANGE_PARTS = [str(MAX_PART + 1), str(2**64), "9" * 19, "1" + "0" * 19, "9" * 20]
+
+
+@pytest.mark.parametrize("part", OUT_OF_RANGE_PARTS)
+@pytest.mark.parametrize("where", ["tx", "position"])
+def test_feed_cursor_part_beyond_64_signed_bits_is_400_naming_after(client, part, where):
+    after = f"{part}-1" if where == "tx" else f"1-{part}"
+    for extra in ({}, {"Accept": NDJSON}):
+        response = client.get("/v1/events", params={"after": after}, headers=who(new_account(), **extra))
+        assert assert_error(response, 400, "cursor")["field"] == "after"
+
+
+def test_feed_cursor_at_the_largest_64_bit_value_is_an_empty_page(client, run_id):
+    account = new_account()
+    create(client, who(account), run_id, text_value="a")
+    wait_for_feed(client, who(account), 1)
+    for after in (f"{MAX_PART}-{MAX_PART}", f"{MAX_PART}-0"):
+        body = feed_page(client, who(account), after=after)
+        assert body["events"] == [] and body["next"] == after
+        response = client.get("/v1/events", params={"after": after}, headers=who(account, Accept=NDJSON))
+        assert response.status_code == 200 and response.text == "", response.text
+    # A position part at the largest value is read too (on PostgreSQL, later transactions still follow it).
+    feed_page(client, who(account), after=f"0-{MAX_PART}")
+
+
 def test_feed_ndjson_streams_the_same_events_as_json_lines(client, run_id):
     account = new_account()
     label = create(client, who(account), run_id, object_value={"q": "x\ny"})

@@ -244,6 +244,14 @@ def test_export_with_a_bad_cursor_fails_clearly(log):
     assert result.returncode == 2 and "not a cursor" in result.stderr
 
 
+@pytest.mark.parametrize("after", [f"{2**63}-1", f"1-{2**64}"])
+def test_export_after_a_cursor_beyond_64_signed_bits_fails_clearly(log, after):
+    log.write(labels=1, updates=0)
+    result = log.goldtrail("export", "--after", after)
+    assert result.returncode == 2 and "not a cursor" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
 def test_operator_commands_refuse_an_unmigrated_database(tmp_path):
     env = clean_environment(
         GOLDTRAIL_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}", GOLDTRAIL_JWT_SECRET=SECRET
