@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
@@ -18,6 +17,7 @@ from service.api import LABEL_ROUTES, healthz, readyz
 from service.audit_api import AUDIT_ROUTES
 from service.auth import BearerAuthMiddleware, TokenVerifier
 from service.database import Database
+from service.docs_page import SwaggerUIPage, docs_router
 from service.errors import EXCEPTION_HANDLERS
 from service.metrics import MetricsController
 from service.request_log import configure_logging, logged
@@ -94,8 +94,8 @@ def create_app(settings: Settings) -> Litestar:
             title="goldtrail",
             version="0.1.0",
             description="Event-sourced audit trail for the gold labels of ML evaluation runs.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            openapi_router=docs_router("/schema"),
+            render_plugins=[SwaggerUIPage()],
             components=Components(
                 security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
