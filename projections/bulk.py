@@ -18,13 +18,15 @@ from projections.fold import LabelState
 from projections.read_model import FIELDS, to_values
 
 # (position, account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id, reason,
-#  prev_hash, hash): `data` is the stored JSON text, `recorded_at` the UTC text the hash covers
-# (events.types.format_time), e.g. 2026-01-01T00:00:00.000001Z.
-EventRow = tuple[int, str, str, int, str, str, str, str, str, str, str | None, str, str]
+#  prev_hash, hash, tx_id): `data` is the stored JSON text, `recorded_at` the UTC text the hash covers
+# (events.types.format_time), e.g. 2026-01-01T00:00:00.000001Z; (tx_id, position) is the event's place in
+# the feed (events.feed).
+EventRow = tuple[int, str, str, int, str, str, str, str, str, str, str | None, str, str, int]
 
 # The database spells out the time as the hash has it: formatting a datetime in Python costs more than
 # the rest of an event's hash. The text is only trusted for events whose hash it matches, and then it
 # is exactly what was hashed when the event was written (a wrong spelling could only fail the check).
+_TX_ID = {"postgresql": "tx_id::text::bigint", "sqlite": "tx_id"}
 _TIME_TEXT = {
     "postgresql": """to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')""",
     # SQLite holds the fixed-width UTC text SQLAlchemy writes: 2026-01-01 00:00:00.000001.
@@ -35,7 +37,7 @@ _TIME_TEXT = {
 def _events_in_order(dialect: str) -> str:
     return (
         "SELECT position, account_id, stream_id, version, run_id, type, data, actor, "
-        f"{_TIME_TEXT[dialect]}, request_id, reason, prev_hash, hash FROM events ORDER BY position"
+        f"{_TIME_TEXT[dialect]}, request_id, reason, prev_hash, hash, {_TX_ID[dialect]} FROM events ORDER BY position"
     )
 
 

@@ -59,7 +59,7 @@ def from_row(row: sa.Row) -> LabelState:
 
 FIELDS = LabelState.__struct_fields__
 _OBJECT_VALUE = FIELDS.index("object_value")
-_LOCK = f"SELECT {', '.join(FIELDS)} FROM gold_labels WHERE account_id = :account_id AND id = :id"
+_CURRENT = f"SELECT {', '.join(FIELDS)} FROM gold_labels WHERE account_id = :account_id AND id = :id"
 _INSERT = f"INSERT INTO gold_labels ({', '.join(FIELDS)}) VALUES ({', '.join(':' + f for f in FIELDS)})"
 _MOVE_ON = (
     "UPDATE gold_labels SET text_value = :text_value, object_value = :object_value,"
@@ -87,10 +87,12 @@ def from_values(values: tuple) -> LabelState:
     return LabelState(**row)
 
 
-async def lock(tx: SqlTransaction, account_id: str, label_id: str) -> LabelState | None:
-    """One label, tombstones included, locked against other writers until the transaction ends when the
-    transaction locks (an optimistic one does not: its guarded `save` detects a writer that came first)."""
-    values = await tx.fetchone(tx.for_update(_LOCK), {"account_id": account_id, "id": label_id})
+async def current_for_write(tx: SqlTransaction, account_id: str, label_id: str) -> LabelState | None:
+    """One label, tombstones included, as a write finds it: after the label's earlier queued writers are done
+    (where the transaction queues), and before the transaction writes anything. A writer that got in
+    between is caught by the guarded `save`, which then refuses the whole write."""
+    await tx.queue(account_id, label_id)
+    values = await tx.fetchone(_CURRENT, {"account_id": account_id, "id": label_id})
     return None if values is None else from_values(values)
 
 

@@ -46,6 +46,13 @@ _ALTERED = "content does not match its hash: the event was altered after it was 
 _UNLINKED = "prev_hash does not match the hash of the event before it in its stream"
 
 
+def _ahead_of_its_predecessor(version: int, tx_id: int) -> str:
+    return (
+        f"comes before version {version - 1} of its label in the feed (transaction {tx_id}): "
+        "a follower folding the feed would see the versions out of order"
+    )
+
+
 # Small batches: each is folded while its rows are still in the CPU's caches (about 15% less CPU per event
 # than batches of 10,000, measured over a million events).
 BATCH_SIZE = 300
@@ -54,31 +61,45 @@ BATCH_SIZE = 300
 async def replay(conn: AsyncConnection, progress: Progress | None = None, batch_size: int = BATCH_SIZE) -> Replay:
     """Fold every event in position order, checking each one's hash and its link to its predecessor."""
     outcome = Replay(states={}, problems=[])
-    last_hash: dict[LabelKey, str] = {}  # each stream's newest hash
+    last: dict[LabelKey, tuple[str, tuple[int, int]]] = {}  # each stream's newest hash and feed point
     broken: set[LabelKey] = set()  # streams that could not be folded: their later events are only checked
+    out_of_order: list[tuple[tuple[int, int], Problem]] = []
     async with aclosing(bulk.event_batches(conn, batch_size)) as batches:
         async for batch in batches:
-            _fold(batch, outcome, last_hash, broken)
+            _fold(batch, outcome, last, broken, out_of_order)
             outcome.events += len(batch)
             if progress is not None:
                 progress(outcome.events)
+    # In the order a follower of the feed meets them, so the first one named is the first that breaks it.
+    outcome.problems.extend(problem for _, problem in sorted(out_of_order, key=lambda found: found[0]))
     return outcome
 
 
-def _fold(batch: list[bulk.EventRow], outcome: Replay, last_hash: dict[LabelKey, str], broken: set[LabelKey]) -> None:
+def _fold(
+    batch: list[bulk.EventRow],
+    outcome: Replay,
+    last: dict[LabelKey, tuple[str, tuple[int, int]]],
+    broken: set[LabelKey],
+    out_of_order: list[tuple[tuple[int, int], Problem]],
+) -> None:
     """Check and fold the next events, in position order."""
     states, problems = outcome.states, outcome.problems
     for (position, account_id, stream_id, version, run_id, event_type, data, actor, recorded_at, request_id, reason,
-         prev, digest) in batch:  # fmt: skip
+         prev, digest, tx_id) in batch:  # fmt: skip
         key = (account_id, stream_id)
         recomputed = hash_fields(
             account_id, stream_id, version, run_id, event_type, data, actor, recorded_at, request_id, reason, prev
         )
         if recomputed != digest:
             problems.append(Problem(*key, _ALTERED, position=position, version=version))
-        if prev != last_hash.get(key, GENESIS_HASH):
+        previous_hash, previous_point = last.get(key, (GENESIS_HASH, None))
+        if prev != previous_hash:
             problems.append(Problem(*key, _UNLINKED, position=position, version=version))
-        last_hash[key] = digest
+        point = (tx_id, position)
+        if previous_point is not None and point < previous_point:
+            problem = Problem(*key, _ahead_of_its_predecessor(version, tx_id), position=position, version=version)
+            out_of_order.append((point, problem))
+        last[key] = (digest, point)
         if key in broken:
             continue
         try:

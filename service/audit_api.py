@@ -77,7 +77,7 @@ async def events_feed(
     if NDJSON in request.headers.get("accept", ""):
         events = audit.feed_stream(db, request.user.account, point)
         # Reach the database before answering 200, so an outage is a 503 and not a cut-off stream.
-        first = await db.within_time_limit(lambda _abandoned: anext(events, None))
+        first = await db.within_time_limit(lambda _deadline: anext(events, None))
         return Stream(_lines(first, events), media_type=NDJSON)
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     page, next_cursor = await audit.feed_page(db, request.user.account, point, size)

@@ -10,11 +10,12 @@ import contextlib
 import functools
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -52,6 +53,43 @@ class UniqueViolation(Exception):
     def __init__(self, constraint: str | None) -> None:
         super().__init__(f"unique constraint {constraint} violated")
         self.constraint = constraint
+
+
+class Deadline:
+    """When a request's database work must be done (local monotonic time), and whether the request was
+    already answered 503 because it was not."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.abandoned = False
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+
+# How fast two hosts' clocks may drift apart, as a share of the time elapsed; far above what NTP allows.
+_CLOCK_DRIFT = 1e-3
+# A fixed allowance on top: the event loop's timers may fire a little before the monotonic deadline.
+_CLOCK_SLACK = 0.05
+# How long a reading of the database's clock is used before it is read again.
+_CLOCK_MAX_AGE = 30.0
+_CLOCK_INFO_KEY = "goldtrail_server_clock"
+
+
+class ServerClock(NamedTuple):
+    """The database server's clock as read once over a connection: `server_time` was read at some local moment
+    before `answered` (local monotonic time), so at a later local moment the server's clock reads at least
+    `server_time + (moment - answered)`, give or take the drift between the hosts."""
+
+    server_time: datetime
+    answered: float
+
+    def earliest_reading_at(self, moment: float) -> datetime:
+        """A time the server's clock has certainly passed by local monotonic `moment`: a write that the server
+        checks against it and finds it past ran after `moment`, or close enough before it."""
+        elapsed = moment - self.answered
+        allowance = _CLOCK_SLACK + _CLOCK_DRIFT * abs(elapsed)
+        return self.server_time + timedelta(seconds=elapsed - allowance)
 
 
 def _normalised(url: str, *, asynchronous: bool) -> sa.URL:
@@ -114,6 +152,38 @@ def _is_unavailable(error: BaseException) -> bool:
     return False
 
 
+_OPENED_AT = "goldtrail_opened_at"
+
+
+def _replace_distrusted_connections(sync_engine: sa.Engine, trusted_since: Callable[[], float]) -> None:
+    """Connections opened before `trusted_since()` are replaced when checked out: the pool's documented way,
+    a DisconnectionError raised at checkout, makes it open a fresh one instead."""
+
+    @event.listens_for(sync_engine, "connect")
+    def _opened(_dbapi_connection, record) -> None:
+        record.info[_OPENED_AT] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _checked_out(_dbapi_connection, record, _proxy) -> None:
+        if record.info.get(_OPENED_AT, 0.0) < trusted_since():
+            raise sa.exc.DisconnectionError("opened before the database was last found unreachable")
+
+
+async def _server_clock(pooled: Any) -> ServerClock:
+    """The database's clock as last read over this connection, read again when the reading is old."""
+    clock: ServerClock | None = pooled.info.get(_CLOCK_INFO_KEY)
+    if clock is None or time.monotonic() - clock.answered > _CLOCK_MAX_AGE:
+        connection: psycopg.AsyncConnection = pooled.driver_connection
+        await connection.set_autocommit(True)  # a bare read, leaving no transaction open
+        try:
+            cursor = await connection.execute("SELECT clock_timestamp()")
+            (server_time,) = await cursor.fetchone()
+        finally:
+            await connection.set_autocommit(False)
+        clock = pooled.info[_CLOCK_INFO_KEY] = ServerClock(server_time, time.monotonic())
+    return clock
+
+
 class Database:
     """An engine plus the two kinds of transaction a request uses."""
 
@@ -126,6 +196,8 @@ class Database:
         # SQLite allows one writer per file: queue this process's writers here instead of
         # spinning on the file lock (the busy timeout still covers other processes).
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._trusted_since = 0.0
+        _replace_distrusted_connections(engine.sync_engine, lambda: self._trusted_since)
 
     @classmethod
     def connect(cls, settings: Settings) -> Database:
@@ -171,7 +243,7 @@ class Database:
     async def run_read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         """A request's read: within the time limit, and once more on a fresh connection if the first was stale."""
 
-        async def attempt(_abandoned: Callable[[], bool]) -> T:
+        async def attempt(_deadline: Deadline) -> T:
             async with self.read() as conn:
                 return await work(conn)
 
@@ -185,40 +257,42 @@ class Database:
 
         SQLAlchemy Core costs more CPU per statement than the database does for these. On PostgreSQL a
         write is either a locking transaction, pipelined (the reads a decision needs cost one round trip;
-        the writes, COMMIT and the closing Sync travel in one more), or, when `optimistic`, reads without
-        a lock and then every write as one statement (see PostgresOneStatement), which costs half the CPU.
-        An optimistic write that lost a race raises RowMovedOn or UniqueViolation and changed nothing.
-        SQLite's single writer is exclusive anyway, so there both are the same transaction.
+        the writes, the last check, COMMIT and the closing Sync travel in one more), or, when `optimistic`,
+        reads without a lock and then every write as one statement (see PostgresOneStatement), which costs
+        half the CPU. An optimistic write that lost a race raises RowMovedOn or UniqueViolation and changed
+        nothing. SQLite's single writer is exclusive anyway, so there both are the same transaction.
         """
 
-        async def attempt(abandoned: Callable[[], bool]) -> T:
+        async def attempt(deadline: Deadline) -> T:
             if self._write_lock is None:
-                async with self._driver_transaction(abandoned, optimistic) as tx:
+                async with self._driver_transaction(deadline, optimistic) as tx:
                     return await work(tx)
-            async with self._write_lock, self._driver_transaction(abandoned, optimistic) as tx:
+            async with self._write_lock, self._driver_transaction(deadline, optimistic) as tx:
                 return await work(tx)
 
         return await self.within_time_limit(attempt)
 
-    async def within_time_limit(self, attempt: Callable[[Callable[[], bool]], Awaitable[T]]) -> T:
+    async def within_time_limit(self, attempt: Callable[[Deadline], Awaitable[T]]) -> T:
         """Answer within the time limit even when the database hangs.
 
         The work runs in a task of its own that is left behind, not cancelled, when time is up:
         cancelling psycopg mid-statement makes it try to cancel on the server, which hangs just the
-        same. The abandoned attempt rolls back instead of committing whenever the database answers
-        again, so a 503 given here means nothing was written (unless COMMIT itself was in flight).
+        same. What the abandoned attempt already sent cannot commit once the deadline has passed: the
+        database checks the deadline itself as a write's last step (migration 0004), and an attempt that
+        gets its answers back late rolls back instead of committing. So a 503 given here means nothing
+        was written (unless COMMIT itself was in flight).
         """
-        abandoned = False
-        task = asyncio.ensure_future(attempt(lambda: abandoned))
+        deadline = Deadline(self.timeout_seconds)
+        task = asyncio.ensure_future(attempt(deadline))
         try:
-            done, _ = await asyncio.wait({task}, timeout=self.timeout_seconds)
+            done, _ = await asyncio.wait({task}, timeout=deadline.remaining())
         except asyncio.CancelledError:
-            abandoned = True
+            deadline.abandoned = True
             task.add_done_callback(_forget)
             raise
         if done:
             return task.result()
-        abandoned = True
+        deadline.abandoned = True
         task.add_done_callback(_forget)
         DB_FAILURES.labels("unavailable").inc()
         raise DatabaseUnavailable(f"the database did not answer within {self.timeout_seconds:g}s")
@@ -238,12 +312,17 @@ class Database:
             finally:
                 await conn.close()
         except Exception as error:
+            if self.dialect == "postgresql" and _is_unavailable(error):
+                self._distrust_older_connections()
             _raise_translated(error, stale=not write)
 
+    def _distrust_older_connections(self) -> None:
+        """After a lost connection, every pooled connection opened before now is suspect (the server may have
+        restarted): each is replaced at its next checkout, so the failure costs one request, not pool_size."""
+        self._trusted_since = time.monotonic()
+
     @asynccontextmanager
-    async def _driver_transaction(
-        self, abandoned: Callable[[], bool], optimistic: bool
-    ) -> AsyncIterator[DriverTransaction]:
+    async def _driver_transaction(self, deadline: Deadline, optimistic: bool) -> AsyncIterator[DriverTransaction]:
         tx: DriverTransaction | None = None
         try:
             with DB_CONNECTIONS_WAITING.track_inprogress():
@@ -252,21 +331,20 @@ class Database:
             try:
                 with DB_CONNECTIONS_IN_USE.track_inprogress():
                     if self.dialect != "postgresql":
-                        kind = SqliteTransaction
+                        tx = SqliteTransaction(pooled.driver_connection)
                     else:
+                        clock = await _server_clock(pooled)
                         kind = PostgresOneStatement if optimistic else PostgresTransaction
-                    tx = kind(pooled.driver_connection)
+                        tx = kind(pooled.driver_connection, clock.earliest_reading_at(deadline.at))
                     try:
                         await tx.begin()
                         yield tx
-                        if abandoned():
+                        if deadline.abandoned:
                             raise DatabaseUnavailable("the request was already answered 503: not committing")
                         await tx.commit()
                     except BaseException as error:
                         if self.dialect == "postgresql" and _is_unavailable(error):
-                            # What SQLAlchemy does when its own statements meet a disconnect: every connection
-                            # opened before now is replaced at its next checkout, so one failure, not pool_size.
-                            self.engine.sync_engine.pool._invalidate(pooled, error)
+                            self._distrust_older_connections()
                         try:
                             await tx.abort()
                         except Exception:
@@ -300,16 +378,25 @@ _NAMED = re.compile(r"(?<![:\w]):(\w+)")
 class DriverTransaction:
     """Hand-written SQL with `:name` parameters, on one backend's driver connection.
 
-    `for_update` adds the row lock PostgreSQL needs; SQLite's single writer (BEGIN IMMEDIATE) is already
-    exclusive. Values go in and come out as the driver has them, except that SQLite gets and gives
-    timestamps as the text SQLAlchemy stores there.
+    Values go in and come out as the driver has them, except that SQLite gets and gives timestamps as the
+    text SQLAlchemy stores there.
+
+    Feed order (DESIGN.md §2): on PostgreSQL the feed is ordered by transaction id, which a transaction
+    takes at its first write or row lock. A write must therefore read the label it builds on before it
+    takes one, and then check, as it commits, that the label has not moved on: then its id is newer than
+    that of the write it follows, and a label's versions come in order on the feed. Waiting for another
+    writer (`queue`) uses a lock that takes no transaction id.
     """
 
     dialect: str
     committing = False  # from here on, a lost connection may or may not have committed
 
     def for_update(self, sql: str) -> str:
+        """A SELECT that also locks its rows; SQLite's single writer (BEGIN IMMEDIATE) is exclusive anyway."""
         return sql
+
+    async def queue(self, account_id: str, label_id: str) -> None:
+        """Wait until the label's other queued writers are done, where this transaction queues (see each kind)."""
 
     async def fetchone(self, sql: str, params: dict[str, Any]) -> Row | None:
         """Run a statement and wait for its first row (errors of statements queued before it surface here)."""
@@ -328,14 +415,25 @@ class DriverTransaction:
         """Leave the connection as the pool lent it, whatever happened."""
 
 
+# A label's writers queue on a transaction-level advisory lock: unlike a row lock, it takes no transaction id.
+# Two-int keys, a namespace of goldtrail's own (they never meet the single-bigint keys of migrations).
+_LABEL_QUEUE_CLASS = 0x6774
+_LABEL_KEY = f"{_LABEL_QUEUE_CLASS}, hashtext(%(queue_account)s || '/' || %(queue_label)s)"
+# The last statement before COMMIT (migration 0004): refuses once the server's clock is past the deadline.
+_WRITE_CHECK = "SELECT goldtrail_write_check(%(deadline)s, %(moved)s)"
+ROW_MOVED_ON, TOO_LATE = "GT001", "GT002"
+
+
 class PostgresTransaction(DriverTransaction):
-    """Pipelined: statements are queued and sent together when a result is awaited, and the writes,
-    COMMIT and the pipeline's closing Sync travel in one flush. An update is two round trips."""
+    """A locking write, pipelined: statements are queued and sent together when a result is awaited, and
+    the writes, the deadline check, COMMIT and the pipeline's closing Sync travel in one flush. An update is
+    two round trips: the queue and the read, then the rest."""
 
     dialect = "postgresql"
 
-    def __init__(self, connection: psycopg.AsyncConnection) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection, deadline: datetime | None) -> None:
         self.connection = connection
+        self.deadline = deadline
         self.pipeline: psycopg.AsyncPipeline | None = None
 
     @staticmethod
@@ -348,8 +446,14 @@ class PostgresTransaction(DriverTransaction):
         self.pipeline = self.connection.pipeline()
         await self.pipeline.__aenter__()
 
+    async def queue(self, account_id: str, label_id: str) -> None:
+        await self.connection.execute(
+            f"SELECT pg_advisory_xact_lock({_LABEL_KEY})", {"queue_account": account_id, "queue_label": label_id}
+        )
+
     async def commit(self) -> None:
         self.committing = True
+        await self.connection.execute(_WRITE_CHECK, {"deadline": self.deadline, "moved": True})
         await self.connection.execute("COMMIT")
         pipeline, self.pipeline = self.pipeline, None
         await pipeline.__aexit__(None, None, None)
@@ -371,27 +475,37 @@ class PostgresTransaction(DriverTransaction):
         await self.connection.execute(self._sql(sql), params)
 
     async def execute_one(self, sql: str, params: dict[str, Any]) -> None:
-        # Not waited for, so it travels with COMMIT: a row count other than one divides by zero,
+        # Not waited for, so it travels with COMMIT: a row count other than one raises ROW_MOVED_ON,
         # which aborts the transaction server-side before COMMIT can take effect.
-        guarded = f"WITH changed AS ({sql} RETURNING 1) SELECT 1 / (SELECT count(*) FROM changed)"
-        await self.connection.execute(self._sql(guarded), params)
+        guarded = (
+            f"WITH changed AS ({self._sql(sql)} RETURNING 1) "
+            "SELECT goldtrail_write_check(NULL, (SELECT count(*) FROM changed) = 1)"
+        )
+        await self.connection.execute(guarded, params)
 
 
 class PostgresOneStatement(DriverTransaction):
     """An optimistic write: reads run at once, in autocommit and without a lock; the writes are queued
     and sent at commit as one statement (each a CTE of it), which PostgreSQL runs as a transaction of
-    its own. A guarded UPDATE that finds its row moved on divides by zero, so the whole statement, the
-    event with it, is refused. Two round trips for an update, one for a create, and no BEGIN, COMMIT or
-    pipeline Sync: psycopg spends about half the CPU of the pipelined transaction on it."""
+    its own. The statement ends with the write check: every guarded UPDATE moved exactly one row, no locking
+    writer is queued on the label (an optimistic write yields to them rather than racing them), and the
+    deadline has not passed; otherwise the whole statement, the event with it, is refused. Two round trips
+    for an update, one for a create, and no BEGIN, COMMIT or pipeline Sync: psycopg spends about half the
+    CPU of the pipelined transaction on it."""
 
     dialect = "postgresql"
 
-    def __init__(self, connection: psycopg.AsyncConnection) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection, deadline: datetime | None) -> None:
         self.connection = connection
+        self.deadline = deadline
         self.writes: list[tuple[str, dict[str, Any], bool]] = []
+        self.queued: dict[str, str] | None = None
 
     async def begin(self) -> None:
         await self.connection.set_autocommit(True)
+
+    async def queue(self, account_id: str, label_id: str) -> None:
+        self.queued = {"queue_account": account_id, "queue_label": label_id}
 
     async def fetchone(self, sql: str, params: dict[str, Any]) -> Row | None:
         cursor = await self.connection.execute(PostgresTransaction._sql(sql), params)
@@ -407,9 +521,9 @@ class PostgresOneStatement(DriverTransaction):
         if not self.writes:
             return
         self.committing = True
-        statement = _one_statement(tuple((sql, guarded) for sql, _, guarded in self.writes))
+        statement = _one_statement(tuple((sql, guarded) for sql, _, guarded in self.writes), self.queued is not None)
         params = {f"w{n}_{name}": value for n, (_, named, _) in enumerate(self.writes) for name, value in named.items()}
-        await self.connection.execute(statement, params)
+        await self.connection.execute(statement, {**params, **(self.queued or {}), "deadline": self.deadline})
 
     async def abort(self) -> None:
         """Nothing to undo: a statement that failed changed nothing, and none was sent before commit."""
@@ -419,19 +533,25 @@ class PostgresOneStatement(DriverTransaction):
 
 
 @functools.cache
-def _one_statement(writes: tuple[tuple[str, bool], ...]) -> str:
-    """`WITH w0 AS (...), w1 AS (... RETURNING 1) SELECT 1 / (SELECT count(*) FROM w1)`, parameters renamed
-    per statement; the same writes give the same text, so psycopg prepares it once per connection."""
-    parts, checks = [], []
+def _one_statement(writes: tuple[tuple[str, bool], ...], queued: bool) -> str:
+    """`WITH w0 AS (... RETURNING 1), w1 AS (... RETURNING 1) SELECT goldtrail_write_check(deadline, …)`,
+    parameters renamed per statement. The check's arguments read every CTE, so all the writes are done
+    before the check reads the clock. The same writes give the same text, so psycopg prepares it once per
+    connection."""
+    parts, conditions = [], []
     for n, (sql, guarded) in enumerate(writes):
         renamed = _NAMED.sub(rf"%(w{n}_\1)s", sql)
-        parts.append(f"w{n} AS ({renamed}{' RETURNING 1' if guarded else ''})")
-        if guarded:
-            checks.append(f" / (SELECT count(*) FROM w{n})")
-    return f"WITH {', '.join(parts)} SELECT 1{''.join(checks)}"
+        parts.append(f"w{n} AS ({renamed} RETURNING 1)")
+        conditions.append(f"(SELECT count(*) FROM w{n}) {'= 1' if guarded else '>= 0'}")
+    if queued:
+        conditions.append(f"pg_try_advisory_xact_lock({_LABEL_KEY})")
+    return f"WITH {', '.join(parts)} SELECT goldtrail_write_check(%(deadline)s, {' AND '.join(conditions)})"
 
 
 class SqliteTransaction(DriverTransaction):
+    """SQLite runs in this process: its one writer at a time (BEGIN IMMEDIATE) keeps a label's versions in
+    position order, and a write that outlived its request is rolled back by the caller before COMMIT."""
+
     dialect = "sqlite"
 
     def __init__(self, connection) -> None:  # an aiosqlite.Connection
@@ -491,8 +611,11 @@ def _translated(error: Exception, *, stale: bool, committing: bool = False) -> E
         return kind(str(error).strip().splitlines()[0])
     if constraint := _driver_unique_violation(error):
         return UniqueViolation(constraint)
-    if isinstance(error, psycopg.errors.DivisionByZero):
+    if isinstance(error, psycopg.Error) and error.sqlstate == ROW_MOVED_ON:
         return RowMovedOn(str(error))
+    if isinstance(error, psycopg.Error) and error.sqlstate == TOO_LATE:
+        DB_FAILURES.labels("unavailable").inc()
+        return DatabaseUnavailable("the write reached the database after its deadline and was refused")
     if isinstance(error, sa.exc.DBAPIError | psycopg.Error | sqlite3.Error):
         DB_FAILURES.labels("error").inc()
     return error

@@ -1,7 +1,7 @@
 """The gold-label use cases: create, update, delete, get and list. They know nothing about HTTP.
 
-Each write is one transaction: lock the label, check the rules, append one event, fold it into
-the read model. Either both are committed or neither is.
+Each write is one transaction: read the label, check the rules, append one event, fold it into the
+read model, which only moves on from the version read. Either both are committed or neither is.
 """
 
 from __future__ import annotations
@@ -222,8 +222,10 @@ async def _change(
     next_event: Callable[[LabelState], Event],
 ) -> LabelState:
     async def change(tx: SqlTransaction, attempt: _Attempt) -> LabelState:
+        state = await read_model.current_for_write(tx, actor.account_id, label_id)
+        # Claiming a key is the transaction's first write, so it comes after the read (see feed order in
+        # service.database.DriverTransaction), and before the rules, so that a retry is replayed as answered.
         await _claim(tx, actor)
-        state = await read_model.lock(tx, actor.account_id, label_id)
         if state is None or state.deleted or state.run_id != run_id:
             raise LabelNotFound(run_id, label_id)
         if expected_versions is not None and state.version not in expected_versions:

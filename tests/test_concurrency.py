@@ -12,12 +12,15 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import msgspec
 import pytest
 import sqlalchemy as sa
 
 from events import store
 from events.schema import events
-from projections.fold import fold
+from events.types import RecordedEvent, decode_data, parse_time
+from projections import read_model
+from projections.fold import LabelState, apply, fold
 from service import labels
 from service.database import sync_url
 from service.migrate import migrate
@@ -205,3 +208,92 @@ def test_a_label_that_lost_a_race_is_locked_first_for_a_while_then_raced_again()
     for other in others:
         contention.note(other)
     assert contention.lately(others[-1]) and not contention.lately(others[0])  # cleared when full
+
+
+HOT_LABELS = 3
+MIXED_WRITERS = 24
+OPS_PER_WRITER = 40
+
+
+def _feed(base: str, headers: dict[str, str]) -> list[dict]:
+    """The whole feed of the caller's account, page by page."""
+    seen, cursor = [], None
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        while True:
+            page = client.get("/v1/events", params={"limit": 1000, **({"after": cursor} if cursor else {})}).json()
+            seen.extend(page["events"])
+            if not page["events"]:
+                return seen
+            cursor = page["next"]
+
+
+def _recorded(event: dict, account: str) -> RecordedEvent:
+    return RecordedEvent(
+        position=event["position"],
+        account_id=account,
+        stream_id=event["label_id"],
+        version=event["version"],
+        run_id=event["run_id"],
+        data=decode_data(msgspec.json.encode(event["data"])),
+        actor=event["actor"],
+        recorded_at=parse_time(event["recorded_at"]),
+        request_id=event["request_id"],
+        reason=event["reason"],
+        prev_hash=event["prev_hash"],
+        hash=event["hash"],
+    )
+
+
+def test_a_follower_folding_the_feed_ends_with_the_read_model_whatever_path_wrote(two_servers):
+    """Plain, If-Match, idempotent and delete writes race on a few hot labels through two processes. In
+    feed order each label's versions must come 1, 2, 3…, so folding the feed gives exactly the read model."""
+    url, servers = two_servers
+    account = f"acct-{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {token(account)}"}
+    auditor = {"Authorization": f"Bearer {token(account, scope='audit:read')}"}
+    run = str(uuid.uuid4())
+    label_ids = [
+        httpx.post(
+            f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": f"hot{n}"}, headers=headers
+        ).json()["id"]
+        for n in range(HOT_LABELS)
+    ]
+
+    def writer(n: int) -> Counter:
+        statuses: Counter = Counter()
+        etag = '"1"'
+        with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
+            for i in range(OPS_PER_WRITER):
+                path = f"/v1/run/{run}/gold-label/{label_ids[(n + i) % HOT_LABELS]}"
+                extra = {}
+                if i % 4 == 1:
+                    extra["If-Match"] = etag  # often stale: a 412 is a fine answer
+                elif i % 4 == 2:
+                    extra["Idempotency-Key"] = f"w{n}-{i}-{uuid.uuid4().hex[:6]}"
+                if n < HOT_LABELS and i == OPS_PER_WRITER - 1:
+                    response = client.delete(path, headers={"Idempotency-Key": f"del-{n}"})
+                else:
+                    response = client.put(path, json={"text_value": f"w{n} op{i}"}, headers=extra)
+                etag = response.headers.get("etag", etag)
+                statuses[response.status_code] += 1
+        return statuses
+
+    with ThreadPoolExecutor(MIXED_WRITERS) as pool:
+        statuses = sum(pool.map(writer, range(MIXED_WRITERS)), Counter())
+    assert set(statuses) <= {200, 204, 404, 412}, statuses
+    assert statuses[200] > MIXED_WRITERS * OPS_PER_WRITER // 2, statuses
+
+    feed = _feed(servers[1], auditor)
+    states: dict[str, LabelState] = {}
+    for event in feed:
+        recorded = _recorded(event, account)
+        states[recorded.stream_id] = apply(states.get(recorded.stream_id), recorded)  # FoldError if out of order
+    engine = sa.create_engine(sync_url(url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(read_model.gold_labels).where(read_model.gold_labels.c.account_id == account))
+            stored = {row.id: read_model.from_row(row) for row in rows}
+    finally:
+        engine.dispose()
+    assert states == stored
+    assert sum(state.version for state in states.values()) == len(feed)
