@@ -11,7 +11,7 @@ from service import audit, labels, openapi
 from service.audit_api import parse_count, parse_moment
 from service.auth import READ, WRITE, requires
 from service.bodies import InvalidInput, decode_label_patch, decode_new_label
-from service.database import DatabaseUnavailable
+from service.database import DatabaseReadOnly, DatabaseUnavailable
 from service.errors import error_response
 from service.http_input import actor, canonical_uuid, database, expected_versions, json_body, settings
 from service.idempotency import StoredResponse
@@ -132,6 +132,8 @@ async def readyz(state: State) -> Response:
     settings: Settings = state.settings
     try:
         await state.db.ping()
+    except DatabaseReadOnly as error:
+        return error_response(503, f"not ready: {error}", headers={"Retry-After": str(settings.retry_after_seconds)})
     except DatabaseUnavailable as error:
         return error_response(
             503,

@@ -34,6 +34,16 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached or did not answer in time; the request changed nothing."""
 
 
+class DatabaseReadOnly(DatabaseUnavailable):
+    """The database takes no writes (a hot standby, or a read-only default): nothing was written."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "the database is read-only (a hot standby?): it takes no writes; point goldtrail at the primary"
+            + (f" ({detail})" if detail else "")
+        )
+
+
 class StaleConnection(DatabaseUnavailable):
     """The database had dropped this pooled connection (it restarted) before anything was committed:
     running the same work again on a fresh connection is safe, and is what callers do."""
@@ -365,7 +375,15 @@ class Database:
             _raise_translated(error, stale=tx is not None and not committing, committing=committing)
 
     async def ping(self) -> None:
-        await self.run_read(lambda conn: conn.execute(sa.text("SELECT 1")))
+        """Raise DatabaseUnavailable unless the database answers and takes writes."""
+
+        async def writable(conn: AsyncConnection) -> bool:
+            if self.dialect != "postgresql":
+                return (await conn.execute(sa.text("SELECT 1"))).scalar() == 1
+            return (await conn.execute(sa.text("SELECT current_setting('transaction_read_only')"))).scalar() == "off"
+
+        if not await self.run_read(writable):
+            raise DatabaseReadOnly()
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -609,6 +627,11 @@ def _translated(error: Exception, *, stale: bool, committing: bool = False) -> E
             CommitOutcomeUnknown if committing else StaleConnection if stale and disconnected else DatabaseUnavailable
         )
         return kind(str(error).strip().splitlines()[0])
+    if isinstance(error, psycopg.errors.ReadOnlySqlTransaction) or (
+        isinstance(error, sa.exc.DBAPIError) and isinstance(error.orig, psycopg.errors.ReadOnlySqlTransaction)
+    ):
+        DB_FAILURES.labels("unavailable").inc()
+        return DatabaseReadOnly(str(error).strip().splitlines()[0])
     if constraint := _driver_unique_violation(error):
         return UniqueViolation(constraint)
     if isinstance(error, psycopg.Error) and error.sqlstate == ROW_MOVED_ON:

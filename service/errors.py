@@ -9,7 +9,7 @@ from litestar.exceptions import HTTPException
 
 from service.audit import PositionNotFound
 from service.bodies import InvalidInput
-from service.database import DatabaseUnavailable
+from service.database import DatabaseReadOnly, DatabaseUnavailable
 from service.idempotency import IdempotencyKeyReused, IdempotentReplay
 from service.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
 from service.request_log import request_id_of
@@ -66,7 +66,8 @@ def _version_mismatch(_request: Request, error: VersionMismatch) -> Response:
 def _unavailable(request: Request, error: DatabaseUnavailable) -> Response:
     logger.warning("database unavailable", extra={"detail": str(error), "request_id": request_id_of(request.scope)})
     retry_after = request.app.state.settings.retry_after_seconds
-    return error_response(503, "the database is unavailable; retry shortly", headers={"Retry-After": str(retry_after)})
+    message = str(error) if isinstance(error, DatabaseReadOnly) else "the database is unavailable; retry shortly"
+    return error_response(503, message, headers={"Retry-After": str(retry_after)})
 
 
 def _reused_key(_request: Request, error: IdempotencyKeyReused) -> Response:

@@ -12,6 +12,7 @@ checks on a new server that every acknowledged write is there, whole, with gaple
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
 import shutil
@@ -27,12 +28,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
+import psycopg
 import pytest
+import sqlalchemy as sa
 
 from service.migrate import migrate
-from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
+from tests.conftest import SECRET, assert_error, drop_postgres_database, fresh_database_url, token
 from tests.servers import GOLDTRAIL, clean_environment, free_port, goldtrail_serve
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -573,6 +577,167 @@ def test_requests_fail_fast_with_503_while_the_database_hangs(served, tmp_path):
             assert_unavailable(what, elapsed, answer)
         assert_unavailable("/readyz", *ready)
         wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+
+
+class Sent(NamedTuple):
+    request_id: str
+    path: str
+    started: float
+    status: int | str
+
+
+WRITE_PATHS = ("create", "create with key", "update", "update with key", "update a hot label", "delete")
+
+
+def mixed_writers(base: str, run: str, stop: threading.Event, sent: list[Sent], clients: int = 8) -> list:
+    """`clients` threads, each writing along one of WRITE_PATHS until `stop`: the optimistic one-statement
+    create, update and delete, the locking paths (an Idempotency-Key, a contended label)."""
+    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        hot = create(client, run, "hot", "v1")["id"]
+
+    def writer(n: int) -> None:
+        path = WRITE_PATHS[n % len(WRITE_PATHS)]
+        own: str | None = None
+        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                request_id = f"{path.replace(' ', '-')}-{n}-{i}-{uuid.uuid4().hex[:6]}"
+                extra = {"X-Request-ID": request_id}
+                if path.endswith("with key"):
+                    extra["Idempotency-Key"] = request_id
+                label = f"/v1/run/{run}/gold-label/{own}"
+                started = time.monotonic()
+                try:
+                    if path.startswith("create") or (own is None and path != "update a hot label"):
+                        body = {"output_resource_name": request_id, "text_value": "v1"}
+                        response = client.post(f"/v1/run/{run}/gold-labels", json=body, headers=extra)
+                        if response.status_code == 201 and not path.startswith("create"):
+                            own = response.json()["id"]
+                    elif path == "delete":
+                        response = client.delete(label, headers=extra)
+                        own = None if response.status_code == 204 else own
+                    else:
+                        target = f"/v1/run/{run}/gold-label/{hot}" if path == "update a hot label" else label
+                        response = client.put(target, json={"text_value": request_id}, headers=extra)
+                    status: int | str = response.status_code
+                except httpx.TransportError as error:
+                    status = type(error).__name__
+                sent.append(Sent(request_id, path, started, status))
+                if status != 200 and status != 201 and status != 204:
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def stored_request_ids(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {request_id for (request_id,) in conn.execute("SELECT request_id FROM events")}
+
+
+@pytest.mark.parametrize("outage", ["freeze", "immediate stop", "restart"])
+def test_no_write_answered_503_is_stored_on_any_write_path(served, tmp_path, outage):
+    """DESIGN.md §5: a write answered 503 was not applied, except one whose COMMIT was in flight when the
+    database went away; here that means a request that was already under way at that moment."""
+    cluster, base = served
+    run = str(uuid.uuid4())
+    stop, sent = threading.Event(), []
+    threads = mixed_writers(base, run, stop, sent)
+    try:
+        time.sleep(1.0)
+        # Until the database is wholly gone (every process stopped, or the server exited), a request may still
+        # reach it and have its COMMIT in flight when it goes: only requests begun after that count.
+        if outage == "freeze":
+            cluster.freeze()
+            went_away = time.monotonic()
+            time.sleep(2.5 * DB_TIMEOUT)  # every request sent meanwhile is answered 503 before the thaw
+            cluster.thaw()
+        elif outage == "immediate stop":
+            cluster.stop("immediate")
+            went_away = time.monotonic()
+            time.sleep(1.5 * DB_TIMEOUT)
+            cluster.start()
+        else:
+            cluster.stop("fast")
+            went_away = time.monotonic()
+            cluster.start()
+        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+            wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+
+    stored = stored_request_ids(cluster.url)
+    statuses = Counter((request.path, request.status) for request in sent)
+    assert {status for _, status in statuses} <= {200, 201, 204, 404, 503}, statuses
+    unavailable = [request for request in sent if request.status == 503]
+    if outage != "restart":
+        assert unavailable, f"the {outage} was not felt: {statuses}"
+    acknowledged = [request for request in sent if request.status in (200, 201, 204)]
+    assert not [request for request in acknowledged if request.request_id not in stored], (
+        "an acknowledged write is lost"
+    )
+    applied = [request for request in unavailable if request.request_id in stored]
+    in_flight = [request for request in applied if request.started <= went_away]
+    answered_503_yet_applied = sorted(
+        (request.path, request.request_id, f"began {request.started - went_away:+.3f}s after it went away")
+        for request in applied
+        if request not in in_flight
+    )
+    print(
+        f"\n{outage}: {dict(statuses)}; answered 503 but applied: {len(in_flight)} already under way when the "
+        f"database went away, {len(answered_503_yet_applied)} sent after"
+    )
+    assert not answered_503_yet_applied, (
+        f"sent after the database went away, answered 503, stored: {answered_503_yet_applied}"
+    )
+    logged = serve_log(tmp_path)
+    assert "MissingGreenlet" not in logged and '"level": "error"' not in logged, logged
+    verified = run_verify(cluster_env(cluster, tmp_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_read_only_database_answers_writes_503_saying_so_and_readyz_says_so(tmp_path):
+    """A hot standby (here: a database whose transactions default to read-only, which refuses writes with the
+    same SQLSTATE 25006) serves reads; every write is a clear 503, not a 500, and stores nothing."""
+    url = fresh_database_url("postgres", tmp_path)
+    try:
+        migrate(url)
+        env = clean_environment(
+            GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp_path / "data")
+        )
+        run = str(uuid.uuid4())
+        with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers()) as client:
+            label = create(client, run, "summary", "written while the database took writes")
+        name = sa.make_url(url).database
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers()) as client:
+            path = f"/v1/run/{run}/gold-label/{label['id']}"
+            writes = {
+                "create": client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": "new"}),
+                "create with key": client.post(
+                    f"/v1/run/{run}/gold-labels", json={"output_resource_name": "k"}, headers={"Idempotency-Key": "k"}
+                ),
+                "update": client.put(path, json={"text_value": "refused"}),
+                "update with key": client.put(path, json={"text_value": "x"}, headers={"Idempotency-Key": "u"}),
+                "delete": client.delete(path),
+            }
+            for what, response in writes.items():
+                assert_error(response, 503, "read-only")
+                assert int(response.headers["retry-after"]) >= 1, what
+            ready = client.get("/readyz")
+            assert_error(ready, 503, "not ready", "read-only")
+            assert client.get(path).json() == label
+            assert client.get(f"{path}/history").status_code == 200
+            assert [entry["version"] for entry in history(client, run, label["id"])] == [1]
+    finally:
+        drop_postgres_database(url)
 
 
 def start_serve_process(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
