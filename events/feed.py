@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.schema import XID8, events
-from events.store import COLUMNS, from_row
 from events.types import RecordedEvent
+from service.storage.store import COLUMNS, from_row
 
 START = "0-0"
 _CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from events.chain import hash_fields
 from events.schema import events
 from events.types import GENESIS_HASH, RecordedEvent, decode_data
-from projections import bulk, read_model
 from projections.fold import FoldError, LabelState, apply
+from service.storage import bulk, read_model
 
 Progress = Callable[[int], None]
 LabelKey = tuple[str, str]  # (account_id, label_id)

@@ -47,9 +47,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
                 del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     import uvicorn
 
-    from service.auth import TokenVerifier
-    from service.migrate import migrate
-    from service.request_log import configure_logging
+    from service.http.auth import TokenVerifier
+    from service.http.request_log import configure_logging
+    from service.storage.migrate import migrate
 
     TokenVerifier(settings)  # fail now, with a clear message, on an unusable key file
     configure_logging(settings.log_level)
@@ -61,7 +61,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             settings.data_dir,
         )
     uvicorn.run(
-        "service.app:create_app_from_environment",
+        "service.http.app:create_app_from_environment",
         factory=True,
         host=args.host,
         port=args.port,
@@ -76,7 +76,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from service.migrate import create_runtime_role, migrate, runtime_role_sql
+    from service.storage.migrate import create_runtime_role, migrate, runtime_role_sql
 
     if args.print_runtime_role_sql:
         database = make_url(settings.database_url).database or "goldtrail"
@@ -94,7 +94,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token(settings: Settings, args: argparse.Namespace) -> int:
-    from service.auth import mint_token
+    from service.http.auth import mint_token
 
     if settings.jwt_secret is None:
         print(
@@ -215,8 +215,8 @@ _NO_TOKEN_KEY = {"migrate", *_NEEDS_CURRENT_SCHEMA}
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from service.database import DatabaseUnavailable
-    from service.migrate import SchemaOutOfDate, require_current_schema
+    from service.storage.database import DatabaseUnavailable
+    from service.storage.migrate import SchemaOutOfDate, require_current_schema
 
     args = _parser().parse_args(argv)
     try:

@@ -10,14 +10,15 @@ from typing import TextIO
 
 import msgspec
 
-from events import feed, store
+from events import feed
 from events.feed import FeedPoint
-from projections.bulk import lock_read_model
 from projections.replay import Problem, compare_read_model, count_events, rebuild, replay
-from service.audit import feed_event, history_of
-from service.database import Database
+from service.http.views import encode
 from service.settings import Settings
-from service.views import encode
+from service.storage import store
+from service.storage.bulk import lock_read_model
+from service.storage.database import Database
+from service.usecases.audit import feed_event, history_of
 
 
 class ProgressBar:

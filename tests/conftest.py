@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from litestar.testing import TestClient
 from psycopg import sql
 
-from service.app import create_app
-from service.database import sync_url
-from service.migrate import migrate
+from service.http.app import create_app
 from service.settings import Settings, load_settings
+from service.storage.database import sync_url
+from service.storage.migrate import migrate
 
 POSTGRES_ADMIN_URL = os.environ.get("GOLDTRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("GOLDTRAIL_TEST_REQUIRE_POSTGRES") == "1"

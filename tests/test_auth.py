@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import RSAAlgorithm
 from litestar.testing import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from service.settings import Settings, SettingsError, load_settings
 from tests.conftest import SECRET, assert_error, auth, make_settings, token
 

@@ -16,14 +16,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from events import store
 from events.schema import events
 from events.types import RecordedEvent, decode_data, parse_time
-from projections import read_model
 from projections.fold import LabelState, apply, fold
-from service import labels
-from service.database import sync_url
-from service.migrate import migrate
+from service.storage import read_model, store
+from service.storage.database import sync_url
+from service.storage.migrate import migrate
+from service.usecases import labels
 from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
 from tests.servers import clean_environment, goldtrail_serve
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.conftest import assert_error, make_settings
 from tests.servers import clean_environment, goldtrail_serve
 

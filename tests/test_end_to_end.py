@@ -13,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service.database import sync_url
+from service.storage.database import sync_url
 from tests.conftest import drop_postgres_database, fresh_database_url
 from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
 

@@ -9,12 +9,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from events import store
 from events.chain import seal
 from events.schema import events
 from events.types import GENESIS_HASH, PendingEvent
-from projections import read_model
 from projections.fold import fold
+from service.storage import read_model, store
 from tests.conftest import auth
 
 values = st.one_of(

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from service.app import create_app
+from service.http.app import create_app
 from tests.conftest import assert_error, auth, make_settings
 
 

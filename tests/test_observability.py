@@ -11,8 +11,8 @@ import uuid
 import pytest
 from litestar.testing import TestClient
 
-from service.app import create_app
-from service.request_log import JsonFormatter
+from service.http.app import create_app
+from service.http.request_log import JsonFormatter
 from tests.conftest import SECRET, assert_error, auth, make_settings, token
 
 

@@ -17,13 +17,13 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from projections import bulk
-from projections.read_model import FIELDS
 from projections.replay import count_events, replay
 from service import operator
-from service.app import create_app
-from service.database import Database, sync_url
-from service.migrate import migrate
+from service.http.app import create_app
+from service.storage import bulk
+from service.storage.database import Database, sync_url
+from service.storage.migrate import migrate
+from service.storage.read_model import FIELDS
 from tests.conftest import SECRET, auth, drop_postgres_database, fresh_database_url, make_settings
 from tests.servers import GOLDTRAIL, clean_environment
 

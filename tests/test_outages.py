@@ -35,7 +35,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from service.migrate import migrate
+from service.storage.migrate import migrate
 from tests.conftest import SECRET, assert_error, drop_postgres_database, fresh_database_url, token
 from tests.servers import GOLDTRAIL, clean_environment, free_port, goldtrail_serve
 
@@ -402,7 +402,7 @@ def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(serve
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-# How an optimistic write starts (service.database.PostgresOneStatement): it commits as it runs.
+# How an optimistic write starts (service.storage.database.PostgresOneStatement): it commits as it runs.
 _ONE_STATEMENT_WRITE = b"WITH w0 AS (INSERT INTO events"
 
 

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from events.schema import metadata
-from service.migrate import head_revision
+from service.storage.migrate import head_revision
 from tests.conftest import auth, drop_postgres_database, fresh_database_url
 
 
@@ -130,7 +130,7 @@ def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(s
     the event queued before it is not committed either (on PostgreSQL both travel with COMMIT)."""
     import asyncio
 
-    from service.database import Database, RowMovedOn
+    from service.storage.database import Database, RowMovedOn
 
     stream = str(uuid.uuid4())
 

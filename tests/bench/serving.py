@@ -32,7 +32,7 @@ def granian_serve(bench: Bench, url: str, workers: int) -> Iterator[list[str]]:
         env = bench.environment(url, PROMETHEUS_MULTIPROC_DIR=metrics)
         command = [str(Path(sys.executable).with_name("granian")), "--interface", "asgi", "--factory",
                    "--workers", str(workers), "--loop", "uvloop", "--port", str(port), "--log-level", "warning",
-                   "--no-ws", "service.app:create_app_from_environment"]  # fmt: skip
+                   "--no-ws", "service.http.app:create_app_from_environment"]  # fmt: skip
         process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -7,16 +7,17 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
-from service import audit, labels, openapi
-from service.audit_api import parse_count, parse_moment
-from service.auth import READ, WRITE, requires
-from service.bodies import InvalidInput, decode_label_patch, decode_new_label
-from service.database import DatabaseReadOnly, DatabaseUnavailable
-from service.errors import error_response
-from service.http_input import actor, canonical_uuid, database, expected_versions, json_body, settings
-from service.idempotency import StoredResponse
+from service.http import openapi
+from service.http.audit import parse_count, parse_moment
+from service.http.auth import READ, WRITE, requires
+from service.http.bodies import InvalidInput, decode_label_patch, decode_new_label
+from service.http.errors import error_response
+from service.http.input import actor, canonical_uuid, database, expected_versions, json_body, settings
+from service.http.views import encode, label_answer, run_gold_label
 from service.settings import Settings
-from service.views import encode, label_answer, run_gold_label
+from service.storage.database import DatabaseReadOnly, DatabaseUnavailable
+from service.usecases import audit, labels
+from service.usecases.idempotency import StoredResponse
 
 
 def respond(answer: StoredResponse) -> Response:

@@ -16,9 +16,9 @@ import msgspec
 import sqlalchemy as sa
 
 from events.schema import UTCDateTime, metadata, stored_time
-from events.store import SqlTransaction
 from events.types import utc_now
-from service.bodies import InvalidInput
+from service.http.bodies import InvalidInput
+from service.storage.store import SqlTransaction
 
 idempotency_keys = sa.Table(
     "idempotency_keys",

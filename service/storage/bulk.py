@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from projections.fold import LabelState
-from projections.read_model import FIELDS, to_values
+from service.storage.read_model import FIELDS, to_values
 
 # (position, account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id, reason,
 #  prev_hash, hash, tx_id): `data` is the stored JSON text, `recorded_at` the UTC text the hash covers

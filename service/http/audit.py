@@ -12,11 +12,12 @@ from litestar.response import Stream
 
 from events.feed import BadCursor, FeedPoint
 from events.types import parse_time
-from service import audit, openapi
-from service.auth import AUDIT, requires
-from service.bodies import InvalidInput
-from service.http_input import canonical_uuid, database
-from service.views import encode
+from service.http import openapi
+from service.http.auth import AUDIT, requires
+from service.http.bodies import InvalidInput
+from service.http.input import canonical_uuid, database
+from service.http.views import encode
+from service.usecases import audit
 
 NDJSON = "application/x-ndjson"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000

@@ -6,7 +6,7 @@ import msgspec
 
 from events.types import format_time
 from projections.fold import LabelState
-from service.idempotency import StoredResponse
+from service.usecases.idempotency import StoredResponse
 
 
 class RunGoldLabel(msgspec.Struct, frozen=True):

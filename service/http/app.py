@@ -13,15 +13,15 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
-from service.api import LABEL_ROUTES, healthz, readyz
-from service.audit_api import AUDIT_ROUTES
-from service.auth import BearerAuthMiddleware, TokenVerifier
-from service.database import Database
-from service.docs_page import SwaggerUIPage, docs_router
-from service.errors import EXCEPTION_HANDLERS
+from service.http.audit import AUDIT_ROUTES
+from service.http.auth import BearerAuthMiddleware, TokenVerifier
+from service.http.docs_page import SwaggerUIPage, docs_router
+from service.http.errors import EXCEPTION_HANDLERS
+from service.http.labels import LABEL_ROUTES, healthz, readyz
+from service.http.request_log import configure_logging, logged
 from service.metrics import MetricsController
-from service.request_log import configure_logging, logged
 from service.settings import Settings, load_settings
+from service.storage.database import Database
 
 
 class GoldtrailApp(Litestar):

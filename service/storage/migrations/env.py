@@ -1,4 +1,4 @@
-"""Alembic environment: migrations always run on a connection handed in by service.migrate."""
+"""Alembic environment: migrations always run on a connection handed in by service.storage.migrate."""
 
 from alembic import context
 

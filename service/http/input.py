@@ -9,13 +9,13 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
 
-from service import labels
-from service.auth import Principal
-from service.bodies import InvalidInput
-from service.database import Database
-from service.idempotency import idempotency_for
-from service.request_log import request_id_of
+from service.http.auth import Principal
+from service.http.bodies import InvalidInput
+from service.http.request_log import request_id_of
 from service.settings import Settings
+from service.storage.database import Database
+from service.usecases import labels
+from service.usecases.idempotency import idempotency_for
 
 MAX_REASON_LENGTH = 2000
 

@@ -13,8 +13,6 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events import store
-from events.store import SqlTransaction
 from events.types import (
     GENESIS_HASH,
     NULL,
@@ -26,13 +24,14 @@ from events.types import (
     SealedEvent,
     utc_now,
 )
-from projections import read_model
 from projections.fold import LabelState, apply
-from service.bodies import InvalidInput, LabelPatch, NewLabel
-from service.database import CommitOutcomeUnknown, Database, RowMovedOn, StaleConnection, UniqueViolation
-from service.idempotency import Idempotency, StoredResponse, claim, remember
+from service.http.bodies import InvalidInput, LabelPatch, NewLabel
+from service.http.views import NO_CONTENT, label_answer
 from service.metrics import EVENTS_APPENDED
-from service.views import NO_CONTENT, label_answer
+from service.storage import read_model, store
+from service.storage.database import CommitOutcomeUnknown, Database, RowMovedOn, StaleConnection, UniqueViolation
+from service.storage.store import SqlTransaction
+from service.usecases.idempotency import Idempotency, StoredResponse, claim, remember
 
 # How often a write is retried after losing a race that the database detected for us.
 _ATTEMPTS = 5
@@ -224,7 +223,7 @@ async def _change(
     async def change(tx: SqlTransaction, attempt: _Attempt) -> LabelState:
         state = await read_model.current_for_write(tx, actor.account_id, label_id)
         # Claiming a key is the transaction's first write, so it comes after the read (see feed order in
-        # service.database.DriverTransaction), and before the rules, so that a retry is replayed as answered.
+        # service.storage.database.DriverTransaction), and before the rules, so that a retry is replayed as answered.
         await _claim(tx, actor)
         if state is None or state.deleted or state.run_id != run_id:
             raise LabelNotFound(run_id, label_id)

@@ -7,12 +7,12 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from service.audit import PositionNotFound
-from service.bodies import InvalidInput
-from service.database import DatabaseReadOnly, DatabaseUnavailable
-from service.idempotency import IdempotencyKeyReused, IdempotentReplay
-from service.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
-from service.request_log import request_id_of
+from service.http.bodies import InvalidInput
+from service.http.request_log import request_id_of
+from service.storage.database import DatabaseReadOnly, DatabaseUnavailable
+from service.usecases.audit import PositionNotFound
+from service.usecases.idempotency import IdempotencyKeyReused, IdempotentReplay
+from service.usecases.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
 
 logger = logging.getLogger("goldtrail.errors")
 

@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.pool import NullPool
 
-from service.database import configure_sqlite, sqlite_path, sync_url
+from service.storage.database import configure_sqlite, sqlite_path, sync_url
 
 # Any fixed number: the advisory lock that serialises concurrent `migrate` runs on PostgreSQL.
 _MIGRATION_LOCK_KEY = 0x601D7A11

@@ -30,7 +30,7 @@ COLUMNS = (
 
 
 class SqlTransaction(Protocol):
-    """The hand-written-SQL transaction the request path writes through (see service.database)."""
+    """The hand-written-SQL transaction the request path writes through (see service.storage.database)."""
 
     def for_update(self, sql: str) -> str: ...
 

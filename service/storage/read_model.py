@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.schema import UTCDateTime, metadata, stored_time
-from events.store import SqlTransaction
 from events.types import NULL
 from projections.fold import LabelState
+from service.storage.store import SqlTransaction
 
 gold_labels = sa.Table(
     "gold_labels",

@@ -11,13 +11,14 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events import feed, store
+from events import feed
 from events.schema import events
 from events.types import NULL, RecordedEvent, format_time
 from projections.fold import LabelState, apply, fold
-from service.database import Database
-from service.labels import LabelNotFound, RunNotFound
-from service.views import RunGoldLabel, run_gold_label
+from service.http.views import RunGoldLabel, run_gold_label
+from service.storage import store
+from service.storage.database import Database
+from service.usecases.labels import LabelNotFound, RunNotFound
 
 
 class Change(msgspec.Struct, frozen=True):
