@@ -13,15 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable
 
 import msgspec
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from events.schema import XID8, events
-from events.types import RecordedEvent
-from service.storage.store import COLUMNS, from_row
 
 START = "0-0"
 _CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
@@ -51,71 +45,13 @@ class FeedPoint(msgspec.Struct, frozen=True, order=True):
         return point
 
 
-def _tx_value(conn: AsyncConnection, tx_id: int):
-    return sa.cast(sa.literal(str(tx_id)), XID8()) if conn.dialect.name == "postgresql" else sa.literal(tx_id)
-
-
-def _of_account(query: sa.Select, account_id: str | None) -> sa.Select:
-    """One account's events, or the whole log (for operators) when no account is named."""
-    return query if account_id is None else query.where(events.c.account_id == account_id)
-
-
-def _feed_query(conn: AsyncConnection, account_id: str | None, after: FeedPoint) -> sa.Select:
-    query = _of_account(sa.select(*COLUMNS, events.c.tx_id), account_id).order_by(events.c.tx_id, events.c.position)
-    if after != FeedPoint.parse(START):
-        query = query.where(
-            sa.tuple_(events.c.tx_id, events.c.position) > sa.tuple_(_tx_value(conn, after.tx_id), after.position)
-        )
-    if conn.dialect.name == "postgresql":
-        horizon = sa.func.pg_snapshot_xmin(sa.func.pg_current_snapshot())
-        query = query.where(events.c.tx_id < horizon)
-    return query
-
-
-async def read_page(
-    conn: AsyncConnection, account_id: str | None, after: FeedPoint, limit: int
-) -> list[tuple[FeedPoint, RecordedEvent]]:
-    """Up to `limit` events after the cursor, in feed order, each with its own feed point."""
-    result = await conn.execute(_feed_query(conn, account_id, after).limit(limit))
-    return [(FeedPoint(row.tx_id, row.position), from_row(row)) for row in result]
-
-
-async def stream(
-    conn: AsyncConnection, account_id: str | None, after: FeedPoint, batch_size: int = 2000
-) -> AsyncIterator[tuple[FeedPoint, RecordedEvent]]:
-    """Every event after the cursor, read with a server-side cursor so memory stays flat."""
-    result = await conn.stream(_feed_query(conn, account_id, after).execution_options(yield_per=batch_size))
-    async for row in result:
-        yield FeedPoint(row.tx_id, row.position), from_row(row)
-
-
-async def point_of(conn: AsyncConnection, account_id: str | None, position: int) -> FeedPoint | None:
-    query = _of_account(sa.select(events.c.tx_id).where(events.c.position == position), account_id)
-    tx_id = (await conn.execute(query)).scalar_one_or_none()
-    return None if tx_id is None else FeedPoint(tx_id, position)
-
-
-async def newest_point(conn: AsyncConnection, account_id: str | None) -> FeedPoint | None:
-    """The last event of the account's feed that is final (below the commit horizon)."""
-    query = _feed_query(conn, account_id, FeedPoint.parse(START)).order_by(None)
-    query = query.order_by(events.c.tx_id.desc(), events.c.position.desc()).limit(1)
-    row = (await conn.execute(query)).first()
-    return None if row is None else FeedPoint(row.tx_id, row.position)
-
-
-async def digest(conn: AsyncConnection, account_id: str | None, upto: FeedPoint) -> str:
-    """SHA-256 over (position, hash) of every account event up to `upto`, in feed order.
+async def digest(hashes: AsyncIterable[tuple[int, str]]) -> str:
+    """SHA-256 over (position, hash) of events in feed order (a log's digest up to some point).
 
     Each event's hash already covers its content and its predecessor, so changing, removing or
-    reordering anything at or before `upto` changes this value.
+    reordering any event covered changes this value.
     """
     running = hashlib.sha256()
-    query = (
-        _of_account(sa.select(events.c.position, events.c.hash), account_id)
-        .where(sa.tuple_(events.c.tx_id, events.c.position) <= sa.tuple_(_tx_value(conn, upto.tx_id), upto.position))
-        .order_by(events.c.tx_id, events.c.position)
-        .execution_options(yield_per=5000)
-    )
-    async for position, event_hash in await conn.stream(query):
+    async for position, event_hash in hashes:
         running.update(f"{position}:{event_hash}\n".encode())
     return running.hexdigest()

@@ -1,25 +1,25 @@
 """Replaying the whole log with the projector's fold: to verify the hash chains and the read model,
 and to rebuild the read model from scratch. The same `apply` as the inline projection, so they
-cannot drift."""
+cannot drift. Storage hands over the rows; nothing here knows how they were read."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterable, Callable
 from datetime import datetime
 
 import msgspec
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.chain import hash_fields
-from events.schema import events
 from events.types import GENESIS_HASH, RecordedEvent, decode_data
 from projections.fold import FoldError, LabelState, apply
-from service.storage import bulk, read_model
 
 Progress = Callable[[int], None]
 LabelKey = tuple[str, str]  # (account_id, label_id)
+
+EventRow = tuple[int, str, str, int, str, str, str, str, str, str, str | None, str, str, int]
+"""An event as a replay checks it: (position, account_id, stream_id, version, run_id, type, data, actor,
+recorded_at, request_id, reason, prev_hash, hash, tx_id). `data` is the stored JSON text, `recorded_at` the
+UTC text the hash covers (events.types.format_time), and (tx_id, position) the event's place in the feed."""
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -38,10 +38,6 @@ class Replay(msgspec.Struct):
     events: int = 0
 
 
-async def count_events(conn: AsyncConnection) -> int:
-    return (await conn.execute(sa.select(sa.func.count()).select_from(events))).scalar_one()
-
-
 _ALTERED = "content does not match its hash: the event was altered after it was written"
 _UNLINKED = "prev_hash does not match the hash of the event before it in its stream"
 
@@ -58,25 +54,25 @@ def _ahead_of_its_predecessor(version: int, tx_id: int) -> str:
 BATCH_SIZE = 300
 
 
-async def replay(conn: AsyncConnection, progress: Progress | None = None, batch_size: int = BATCH_SIZE) -> Replay:
-    """Fold every event in position order, checking each one's hash and its link to its predecessor."""
+async def replay(batches: AsyncIterable[list[EventRow]], progress: Progress | None = None) -> Replay:
+    """Fold every event, given in position order, checking each one's hash, its link to its predecessor, and
+    that the feed would deliver it after its predecessor."""
     outcome = Replay(states={}, problems=[])
     last: dict[LabelKey, tuple[str, tuple[int, int]]] = {}  # each stream's newest hash and feed point
     broken: set[LabelKey] = set()  # streams that could not be folded: their later events are only checked
     out_of_order: list[tuple[tuple[int, int], Problem]] = []
-    async with aclosing(bulk.event_batches(conn, batch_size)) as batches:
-        async for batch in batches:
-            _fold(batch, outcome, last, broken, out_of_order)
-            outcome.events += len(batch)
-            if progress is not None:
-                progress(outcome.events)
+    async for batch in batches:
+        _fold(batch, outcome, last, broken, out_of_order)
+        outcome.events += len(batch)
+        if progress is not None:
+            progress(outcome.events)
     # In the order a follower of the feed meets them, so the first one named is the first that breaks it.
     outcome.problems.extend(problem for _, problem in sorted(out_of_order, key=lambda found: found[0]))
     return outcome
 
 
 def _fold(
-    batch: list[bulk.EventRow],
+    batch: list[EventRow],
     outcome: Replay,
     last: dict[LabelKey, tuple[str, tuple[int, int]]],
     broken: set[LabelKey],
@@ -127,28 +123,22 @@ def _fold(
             states.pop(key, None)
 
 
-async def compare_read_model(conn: AsyncConnection, states: dict[LabelKey, LabelState]) -> list[Problem]:
+async def compare_read_model(
+    stored: AsyncIterable[list[LabelState]], states: dict[LabelKey, LabelState]
+) -> list[Problem]:
     """Every read-model row that is missing, extra, or different from the replayed state."""
     problems = []
     seen: set[LabelKey] = set()
-    async with aclosing(bulk.read_model_batches(conn, BATCH_SIZE)) as batches:
-        async for batch in batches:
-            for values in batch:
-                stored = read_model.from_values(values)
-                key = (stored.account_id, stored.id)
-                seen.add(key)
-                expected = states.get(key)
-                if expected is None:
-                    problems.append(Problem(*key, "read-model row has no events behind it"))
-                elif stored != expected:
-                    fields = [n for n in LabelState.__struct_fields__ if getattr(stored, n) != getattr(expected, n)]
-                    problems.append(Problem(*key, f"read-model row differs from the replay in: {', '.join(fields)}"))
+    async for batch in stored:
+        for row in batch:
+            key = (row.account_id, row.id)
+            seen.add(key)
+            expected = states.get(key)
+            if expected is None:
+                problems.append(Problem(*key, "read-model row has no events behind it"))
+            elif row != expected:
+                fields = [n for n in LabelState.__struct_fields__ if getattr(row, n) != getattr(expected, n)]
+                problems.append(Problem(*key, f"read-model row differs from the replay in: {', '.join(fields)}"))
     for key in states.keys() - seen:
         problems.append(Problem(*key, "label is missing from the read model"))
     return problems
-
-
-async def rebuild(conn: AsyncConnection, states: dict[LabelKey, LabelState]) -> int:
-    """Replace the read model with the replayed states; returns the number of rows written. Take
-    `bulk.lock_read_model` before the replay, so that no write can land in between."""
-    return await bulk.replace_read_model(conn, states.values())

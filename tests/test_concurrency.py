@@ -16,13 +16,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from events.schema import events
 from events.types import RecordedEvent, decode_data, parse_time
 from projections.fold import LabelState, apply, fold
-from service.storage import read_model, store
+from service.storage import writes
 from service.storage.database import sync_url
 from service.storage.migrate import migrate
-from service.usecases import labels
+from service.storage.schema import events
+from tests import storage_reads
 from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
 from tests.servers import clean_environment, goldtrail_serve
 
@@ -44,13 +44,7 @@ def two_servers(request, tmp_path):
 
 
 def stored_stream(url: str, label_id: str):
-    engine = sa.create_engine(sync_url(url))
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.select(events).where(events.c.stream_id == label_id).order_by(events.c.position))
-            return [store.from_row(row) for row in rows]
-    finally:
-        engine.dispose()
+    return storage_reads.stored_stream(url, None, label_id)
 
 
 def test_concurrent_puts_without_if_match_are_all_applied(two_servers):
@@ -202,7 +196,7 @@ def test_a_follower_sees_every_committed_event_exactly_once_in_order(two_servers
 def test_a_label_that_lost_a_race_is_locked_first_for_a_while_then_raced_again():
     """Many writers on one label would make most optimistic writes lose; such a label is locked first,
     but only lately contended ones, and the memory stays bounded."""
-    contention = labels._Contention(seconds=0.2, size=3)
+    contention = writes.Contention(seconds=0.2, size=3)
     key = ("acme", str(uuid.uuid4()))
     assert not contention.lately(key)
     contention.note(key)
@@ -296,10 +290,9 @@ def test_a_follower_folding_the_feed_ends_with_the_read_model_whatever_path_wrot
     try:
         with engine.connect() as conn:
             stored_events = conn.execute(sa.select(sa.func.count()).where(events.c.account_id == account)).scalar()
-            rows = conn.execute(sa.select(read_model.gold_labels).where(read_model.gold_labels.c.account_id == account))
-            stored = {row.id: read_model.from_row(row) for row in rows}
     finally:
         engine.dispose()
+    stored = storage_reads.stored_labels(url, account)
     feed = _feed(servers[1], auditor, stored_events)
     assert len(feed) == stored_events
     states: dict[str, LabelState] = {}

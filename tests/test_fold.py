@@ -10,10 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from events.chain import seal
-from events.schema import events
 from events.types import GENESIS_HASH, PendingEvent
 from projections.fold import fold
-from service.storage import read_model, store
+from tests import storage_reads
 from tests.conftest import auth
 
 values = st.one_of(
@@ -35,20 +34,11 @@ operations = st.lists(
 
 
 def stored_events(engine: sa.Engine, account: str, label_id: str):
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(events)
-            .where(events.c.account_id == account, events.c.stream_id == label_id)
-            .order_by(events.c.version)
-        )
-        return [store.from_row(row) for row in rows]
+    return storage_reads.stored_stream(engine.url.render_as_string(hide_password=False), account, label_id)
 
 
 def read_model_row(engine: sa.Engine, account: str, label_id: str):
-    table = read_model.gold_labels
-    with engine.connect() as conn:
-        row = conn.execute(sa.select(table).where(table.c.account_id == account, table.c.id == label_id)).first()
-    return None if row is None else read_model.from_row(row)
+    return storage_reads.stored_label(engine.url.render_as_string(hide_password=False), account, label_id)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

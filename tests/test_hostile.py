@@ -40,10 +40,9 @@ from schemathesis.checks import (
 )
 from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
 
-from events.schema import events
 from service.http.app import create_app
 from service.storage.migrate import migrate
-from service.storage.read_model import gold_labels
+from service.storage.schema import events, gold_labels
 from tests.conftest import SECRET, assert_error, make_settings, token
 from tests.servers import clean_environment, goldtrail_serve
 

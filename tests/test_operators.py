@@ -17,13 +17,12 @@ import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
 
-from projections.replay import count_events, replay
-from service import operator
+from projections.replay import replay
+from service.cli import operations
 from service.http.app import create_app
-from service.storage import bulk
 from service.storage.database import Database, sync_url
 from service.storage.migrate import migrate
-from service.storage.read_model import FIELDS
+from service.storage.rows import LABEL_FIELDS as FIELDS
 from tests.conftest import SECRET, auth, drop_postgres_database, fresh_database_url, make_settings
 from tests.servers import GOLDTRAIL, clean_environment
 
@@ -343,7 +342,7 @@ def test_a_write_arriving_during_a_rebuild_waits_for_it_and_is_kept(log, monkeyp
     log.write(labels=2, updates=0)
     label = log.labels[0]
     answers, writers = [], []
-    real_replay = operator.replay
+    real_replay = operations.replay
 
     async def replay_then_write(conn, progress=None):
         outcome = await real_replay(conn, progress)
@@ -358,9 +357,9 @@ def test_a_write_arriving_during_a_rebuild_waits_for_it_and_is_kept(log, monkeyp
         assert not answers, "a write went through in the middle of the rebuild"
         return outcome
 
-    monkeypatch.setattr(operator, "replay", replay_then_write)
+    monkeypatch.setattr(operations, "replay", replay_then_write)
     out = io.StringIO()
-    assert asyncio.run(operator.rebuild_read_model(make_settings(log.url, log.cwd), out=out)) == 0, out.getvalue()
+    assert asyncio.run(operations.rebuild_read_model(make_settings(log.url, log.cwd), out=out)) == 0, out.getvalue()
     writers[0].join(30)
     assert answers[0].status_code == 200, answers[0].text
     now = log.client.get(f"/v1/run/{log.run_id}/gold-label/{label}", headers=auth(ACCOUNT))
@@ -378,12 +377,12 @@ def test_replay_checks_every_event_whatever_the_batch_size(log):
     async def replays():
         db = Database.connect(make_settings(log.url, log.cwd))
         try:
-            async with db.read() as conn:
-                outcomes = [await replay(conn, batch_size=size) for size in (1, 4, 10_000)]
+            async with db.read() as reads:
+                outcomes = [await replay(reads.event_rows(size)) for size in (1, 4, 10_000)]
                 # Left after one batch, the read must still free the connection for the next statement.
-                async with aclosing(bulk.event_batches(conn, 2)) as batches:
+                async with aclosing(reads.event_rows(2)) as batches:
                     assert len(await anext(batches)) == 2
-                assert await count_events(conn) == 9
+                assert await reads.count_events() == 9
                 return outcomes
         finally:
             await db.close()

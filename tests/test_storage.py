@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from events.schema import metadata
 from service.storage.migrate import head_revision
+from service.storage.schema import metadata
 from tests.conftest import auth, drop_postgres_database, fresh_database_url
 
 
@@ -130,7 +130,8 @@ def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(s
     the event queued before it is not committed either (on PostgreSQL both travel with COMMIT)."""
     import asyncio
 
-    from service.storage.database import Database, RowMovedOn
+    from service.storage.database import Database
+    from service.storage.errors import LostRace
 
     stream = str(uuid.uuid4())
 
@@ -150,6 +151,6 @@ def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(s
         finally:
             await db.close()
 
-    with pytest.raises(RowMovedOn):
+    with pytest.raises(LostRace):
         asyncio.run(attempt())
     assert count_events(engine, stream) == 0

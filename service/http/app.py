@@ -17,7 +17,8 @@ from service.http.audit import AUDIT_ROUTES
 from service.http.auth import BearerAuthMiddleware, TokenVerifier
 from service.http.docs_page import SwaggerUIPage, docs_router
 from service.http.errors import EXCEPTION_HANDLERS
-from service.http.labels import LABEL_ROUTES, healthz, readyz
+from service.http.health import healthz, readyz
+from service.http.labels import LABEL_ROUTES
 from service.http.request_log import configure_logging, logged
 from service.metrics import MetricsController
 from service.settings import Settings, load_settings

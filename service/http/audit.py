@@ -2,53 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from events.feed import BadCursor, FeedPoint
-from events.types import parse_time
 from service.http import openapi
 from service.http.auth import AUDIT, requires
-from service.http.bodies import InvalidInput
-from service.http.input import canonical_uuid, database
-from service.http.views import encode
+from service.http.input import canonical_uuid, database, parse_count
+from service.http.views import encode, feed_event, history_entry
 from service.usecases import audit
+from service.usecases.commands import InvalidInput
 
 NDJSON = "application/x-ndjson"
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
-
-
-# A "+" in a query string arrives as a space unless the client encoded it as %2B.
-_UNENCODED_PLUS = re.compile(r" (?=\d\d:?\d\d$)")
-
-
-def parse_moment(value: str) -> datetime:
-    try:
-        return parse_time(_UNENCODED_PLUS.sub("+", value))
-    except (ValueError, OverflowError):
-        raise InvalidInput(
-            f"as_of must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", "as_of"
-        ) from None
-
-
-_WHOLE_NUMBER = re.compile(r"[0-9]{1,30}")  # ASCII digits only (str.isdigit() also takes '²')
-
-
-def parse_count(
-    value: str | None, name: str, *, default: int | None = None, minimum: int = 1, maximum: int | None = None
-) -> int | None:
-    if value is None:
-        return default
-    number = int(value) if _WHOLE_NUMBER.fullmatch(value) else None
-    if number is None or number < minimum or (maximum is not None and number > maximum):
-        limit = f" to {maximum}" if maximum else " or more"
-        raise InvalidInput(f"{name} must be a whole number from {minimum}{limit}, got {value[:30]!r}", name)
-    return number
 
 
 @get(
@@ -60,8 +29,8 @@ def parse_count(
 async def label_history(request: Request, run_id: FromPath[str], gold_label_id: FromPath[str]) -> Response[bytes]:
     db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
-    entries = await audit.label_history(db, request.user.account, run, label)
-    return Response(content=encode(entries), media_type="application/json")
+    steps = await audit.label_history(db, request.user.account, run, label)
+    return Response(content=encode([history_entry(step) for step in steps]), media_type="application/json")
 
 
 @get("/events", operation_id="listEvents", operation_class=openapi.FEED, guards=[requires(AUDIT)])
@@ -82,15 +51,16 @@ async def events_feed(
         return Stream(_lines(first, events), media_type=NDJSON)
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     page, next_cursor = await audit.feed_page(db, request.user.account, point, size)
-    return Response(content=encode({"events": page, "next": next_cursor}), media_type="application/json")
+    events = [feed_event(*item) for item in page]
+    return Response(content=encode({"events": events, "next": next_cursor}), media_type="application/json")
 
 
-async def _lines(first: audit.FeedEvent | None, rest: AsyncIterator[audit.FeedEvent]) -> AsyncIterator[bytes]:
+async def _lines(first: audit.FeedItem | None, rest: AsyncIterator[audit.FeedItem]) -> AsyncIterator[bytes]:
     if first is None:
         return
-    yield encode(first) + b"\n"
-    async for event in rest:
-        yield encode(event) + b"\n"
+    yield encode(feed_event(*first)) + b"\n"
+    async for item in rest:
+        yield encode(feed_event(*item)) + b"\n"
 
 
 @get("/audit/digest", operation_id="getLogDigest", operation_class=openapi.DIGEST, guards=[requires(AUDIT)])

@@ -1,4 +1,4 @@
-"""Decoding request bodies into commands, losslessly: an object value is kept as the JSON text the
+"""Decoding request bodies into the use cases' commands, losslessly: an object value is kept as the JSON text the
 client sent (only insignificant whitespace removed), so key order, integers of any size, decimals
 digit for digit and all of Unicode come back on every later read exactly as sent."""
 
@@ -12,51 +12,14 @@ from typing import Any
 import msgspec
 
 from events.types import NULL
+from service.usecases.commands import InvalidInput, LabelPatch, NewLabel
 
 MAX_NAME_LENGTH = 500  # keeps the unique index on names within PostgreSQL's btree entry size
 
 
-class InvalidInput(Exception):
-    """A request's body, path or header cannot be used; `field` names the offending one when known."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class NewLabel(msgspec.Struct, frozen=True):
-    output_resource_name: str
-    text_value: str | None = None
-    object_value: msgspec.Raw = NULL
-    object_value_is_partial: bool | None = None
-
-
-class LabelPatch(msgspec.Struct, frozen=True):
-    """A PUT body: absent and null both mean 'leave as it is'."""
-
-    text_value: str | None = None
-    object_value: msgspec.Raw = NULL
-    object_value_is_partial: bool | None = None
-    output_resource_name: str | None = None
-
-
-# The wire shapes: the object value stays raw JSON text; it is checked by decoding a copy.
-class _CreateBody(msgspec.Struct):
-    output_resource_name: str
-    text_value: str | None = None
-    object_value: msgspec.Raw = NULL
-    object_value_is_partial: bool | None = None
-
-
-class _UpdateBody(msgspec.Struct):
-    text_value: str | None = None
-    object_value: msgspec.Raw = NULL
-    object_value_is_partial: bool | None = None
-    output_resource_name: str | None = None
-
-
-_create_decoder = msgspec.json.Decoder(_CreateBody)
-_update_decoder = msgspec.json.Decoder(_UpdateBody)
+# The object value stays raw JSON text; it is checked by decoding a copy.
+_create_decoder = msgspec.json.Decoder(NewLabel)
+_update_decoder = msgspec.json.Decoder(LabelPatch)
 # Decimal floats: any number of digits parses, so only absurd integers (> 4300 digits) are refused.
 _object_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 _FIELD = re.compile(r"^\$\.([A-Za-z_]+)")
@@ -197,24 +160,14 @@ def _check_name(name: str | None) -> None:
 
 
 def decode_new_label(body: bytes, max_depth: int) -> NewLabel:
-    wire: _CreateBody = _decode(_create_decoder, body)
-    _check_name(wire.output_resource_name)
-    _check_text(wire.text_value, "text_value")
-    return NewLabel(
-        output_resource_name=wire.output_resource_name,
-        text_value=wire.text_value,
-        object_value=_object_text(wire.object_value, max_depth),
-        object_value_is_partial=wire.object_value_is_partial,
-    )
+    new: NewLabel = _decode(_create_decoder, body)
+    _check_name(new.output_resource_name)
+    _check_text(new.text_value, "text_value")
+    return msgspec.structs.replace(new, object_value=_object_text(new.object_value, max_depth))
 
 
 def decode_label_patch(body: bytes, max_depth: int) -> LabelPatch:
-    wire: _UpdateBody = _decode(_update_decoder, body)
-    _check_name(wire.output_resource_name)
-    _check_text(wire.text_value, "text_value")
-    return LabelPatch(
-        text_value=wire.text_value,
-        object_value=_object_text(wire.object_value, max_depth),
-        object_value_is_partial=wire.object_value_is_partial,
-        output_resource_name=wire.output_resource_name,
-    )
+    patch: LabelPatch = _decode(_update_decoder, body)
+    _check_name(patch.output_resource_name)
+    _check_text(patch.text_value, "text_value")
+    return msgspec.structs.replace(patch, object_value=_object_text(patch.object_value, max_depth))

@@ -7,10 +7,12 @@ import logging
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from service.http.bodies import InvalidInput
 from service.http.request_log import request_id_of
-from service.storage.database import DatabaseReadOnly, DatabaseUnavailable
+from service.http.views import etag
+from service.storage.errors import DatabaseReadOnly, DatabaseUnavailable
+from service.storage.writes import KeptLosing
 from service.usecases.audit import PositionNotFound
+from service.usecases.commands import InvalidInput
 from service.usecases.idempotency import IdempotencyKeyReused, IdempotentReplay
 from service.usecases.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
 
@@ -60,13 +62,20 @@ def _not_found(_request: Request, error: Exception) -> Response:
 
 
 def _version_mismatch(_request: Request, error: VersionMismatch) -> Response:
-    return error_response(412, str(error), headers={"ETag": f'"{error.current_version}"'})
+    return error_response(412, str(error), headers={"ETag": etag(error.current_version)})
 
 
 def _unavailable(request: Request, error: DatabaseUnavailable) -> Response:
     logger.warning("database unavailable", extra={"detail": str(error), "request_id": request_id_of(request.scope)})
     retry_after = request.app.state.settings.retry_after_seconds
     message = str(error) if isinstance(error, DatabaseReadOnly) else "the database is unavailable; retry shortly"
+    return error_response(503, message, headers={"Retry-After": str(retry_after)})
+
+
+def _kept_losing(request: Request, error: KeptLosing) -> Response:
+    logger.warning("write kept losing", extra={"detail": str(error), "request_id": request_id_of(request.scope)})
+    retry_after = request.app.state.settings.retry_after_seconds
+    message = "the label is changing too fast to write now; retry shortly"
     return error_response(503, message, headers={"Retry-After": str(retry_after)})
 
 
@@ -99,6 +108,7 @@ EXCEPTION_HANDLERS = {
     PositionNotFound: _not_found,
     VersionMismatch: _version_mismatch,
     DatabaseUnavailable: _unavailable,
+    KeptLosing: _kept_losing,
     IdempotencyKeyReused: _reused_key,
     IdempotentReplay: _replay,
     Exception: _internal,

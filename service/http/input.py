@@ -1,23 +1,28 @@
-"""Reading what a request says beyond its body: path ids, If-Match, X-Change-Reason, the acting
-principal, and the JSON body's media type. Each problem is an InvalidInput naming what to fix."""
+"""Reading what a request says beyond its body: path ids, query times and counts, If-Match,
+X-Change-Reason, Idempotency-Key, the acting principal, and the JSON body's media type. Each problem is an
+InvalidInput naming what to fix."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
+from datetime import datetime
 
 from litestar import Request
 from litestar.datastructures import State
 from litestar.exceptions import ClientException
 
+from events.types import parse_time
 from service.http.auth import Principal
-from service.http.bodies import InvalidInput
 from service.http.request_log import request_id_of
 from service.settings import Settings
 from service.storage.database import Database
-from service.usecases import labels
-from service.usecases.idempotency import idempotency_for
+from service.usecases.commands import Actor, InvalidInput
+from service.usecases.idempotency import Idempotency
 
 MAX_REASON_LENGTH = 2000
+_VALID_KEY = re.compile(r"^[!-~]{1,255}$")
 
 
 # The database and settings are read from the app state rather than injected as dependencies: Litestar's
@@ -61,14 +66,22 @@ def change_reason(request: Request) -> str | None:
     return reason
 
 
-async def actor(request: Request[Principal, None, State]) -> labels.Actor:
+def idempotency_for(key: str, method: str, path: str, body: bytes, retention_seconds: int) -> Idempotency:
+    """An Idempotency-Key, with a fingerprint of the request a retry must repeat exactly."""
+    if not _VALID_KEY.match(key):
+        raise InvalidInput("Idempotency-Key must be 1 to 255 printable ASCII characters", "Idempotency-Key")
+    fingerprint = hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
+    return Idempotency(key=key, fingerprint=fingerprint, retention_seconds=retention_seconds)
+
+
+async def actor(request: Request[Principal, None, State]) -> Actor:
     """Who writes, under which request id, why, and (with an Idempotency-Key) as which retryable request."""
     key = request.headers.get("idempotency-key")
     idempotency = None
     if key is not None:
         retention = settings(request).idempotency_retention_seconds
         idempotency = idempotency_for(key, request.method, request.scope["path"], await request.body(), retention)
-    return labels.Actor(
+    return Actor(
         account_id=request.user.account,
         user_id=request.user.user,
         request_id=request_id_of(request.scope),
@@ -84,3 +97,31 @@ async def json_body(request: Request) -> bytes:
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise ClientException(status_code=415, detail=f"send the body as application/json, not {media_type[:60]!r}")
     return await request.body()
+
+
+# A "+" in a query string arrives as a space unless the client encoded it as %2B.
+_UNENCODED_PLUS = re.compile(r" (?=\d\d:?\d\d$)")
+
+
+def parse_moment(value: str) -> datetime:
+    try:
+        return parse_time(_UNENCODED_PLUS.sub("+", value))
+    except (ValueError, OverflowError):
+        raise InvalidInput(
+            f"as_of must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", "as_of"
+        ) from None
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,30}")  # ASCII digits only (str.isdigit() also takes '²')
+
+
+def parse_count(
+    value: str | None, name: str, *, default: int | None = None, minimum: int = 1, maximum: int | None = None
+) -> int | None:
+    if value is None:
+        return default
+    number = int(value) if _WHOLE_NUMBER.fullmatch(value) else None
+    if number is None or number < minimum or (maximum is not None and number > maximum):
+        limit = f" to {maximum}" if maximum else " or more"
+        raise InvalidInput(f"{name} must be a whole number from {minimum}{limit}, got {value[:30]!r}", name)
+    return number

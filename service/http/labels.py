@@ -1,22 +1,28 @@
-"""The documented gold-label routes (plus as-of reads on get and list), and the health routes.
-Handlers are thin: parse the request, call one use case, answer."""
+"""The documented gold-label routes, plus as-of reads on get and list. Handlers are thin: parse the
+request, call one use case, answer."""
 
 from __future__ import annotations
 
 from litestar import Request, Response, delete, get, post, put
-from litestar.datastructures import State
 from litestar.params import FromPath, FromQuery
 
+from projections.fold import LabelState
 from service.http import openapi
-from service.http.audit import parse_count, parse_moment
 from service.http.auth import READ, WRITE, requires
-from service.http.bodies import InvalidInput, decode_label_patch, decode_new_label
-from service.http.errors import error_response
-from service.http.input import actor, canonical_uuid, database, expected_versions, json_body, settings
-from service.http.views import encode, label_answer, run_gold_label
-from service.settings import Settings
-from service.storage.database import DatabaseReadOnly, DatabaseUnavailable
+from service.http.bodies import decode_label_patch, decode_new_label
+from service.http.input import (
+    actor,
+    canonical_uuid,
+    database,
+    expected_versions,
+    json_body,
+    parse_count,
+    parse_moment,
+    settings,
+)
+from service.http.views import NO_CONTENT, encode, label_answer, label_location, run_gold_label
 from service.usecases import audit, labels
+from service.usecases.commands import InvalidInput
 from service.usecases.idempotency import StoredResponse
 
 
@@ -24,6 +30,18 @@ def respond(answer: StoredResponse) -> Response:
     return Response(
         content=answer.body, status_code=answer.status, media_type="application/json", headers=answer.headers
     )
+
+
+def _created(state: LabelState) -> StoredResponse:
+    return label_answer(state, 201, {"Location": label_location(state)})
+
+
+def _updated(state: LabelState) -> StoredResponse:
+    return label_answer(state, 200)
+
+
+def _deleted(_state: LabelState) -> StoredResponse:
+    return NO_CONTENT
 
 
 @post(
@@ -37,8 +55,8 @@ async def create_gold_label(request: Request, run_id: FromPath[str]) -> Response
     db = database(request)
     run = canonical_uuid(run_id, "run_id")
     new = decode_new_label(await json_body(request), settings(request).max_object_depth)
-    state = await labels.create_label(db, await actor(request), run, new)
-    return respond(label_answer(state, 201, {"Location": labels.label_location(state)}))
+    state = await labels.create_label(db, await actor(request), run, new, _created)
+    return respond(_created(state))
 
 
 @get(
@@ -103,8 +121,8 @@ async def update_gold_label(
     db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     patch = decode_label_patch(await json_body(request), settings(request).max_object_depth)
-    state = await labels.update_label(db, await actor(request), run, label, patch, expected_versions(request))
-    return respond(label_answer(state, 200))
+    state = await labels.update_label(db, await actor(request), run, label, patch, expected_versions(request), _updated)
+    return respond(_updated(state))
 
 
 @delete(
@@ -117,28 +135,7 @@ async def update_gold_label(
 async def delete_gold_label(request: Request, run_id: FromPath[str], gold_label_id: FromPath[str]) -> None:
     db = database(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
-    await labels.delete_label(db, await actor(request), run, label, expected_versions(request))
+    await labels.delete_label(db, await actor(request), run, label, expected_versions(request), _deleted)
 
 
 LABEL_ROUTES = [create_gold_label, list_gold_labels, get_gold_label, update_gold_label, delete_gold_label]
-
-
-@get("/healthz", operation_id="health", operation_class=openapi.HEALTH)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
-
-
-@get("/readyz", operation_id="readiness", operation_class=openapi.READINESS)
-async def readyz(state: State) -> Response:
-    settings: Settings = state.settings
-    try:
-        await state.db.ping()
-    except DatabaseReadOnly as error:
-        return error_response(503, f"not ready: {error}", headers={"Retry-After": str(settings.retry_after_seconds)})
-    except DatabaseUnavailable as error:
-        return error_response(
-            503,
-            f"not ready: the database is unreachable ({type(error).__name__})",
-            headers={"Retry-After": str(settings.retry_after_seconds)},
-        )
-    return Response(content={"status": "ready"})

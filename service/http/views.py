@@ -1,11 +1,17 @@
-"""What the API returns for a label: the documented `RunGoldLabel`, encoded once, with its ETag."""
+"""What the API returns: the documented `RunGoldLabel` with its ETag, history entries, feed events and
+digests, each encoded once."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 import msgspec
 
-from events.types import format_time
+from events.feed import FeedPoint
+from events.types import NULL, RecordedEvent, format_time
 from projections.fold import LabelState
+from projections.history import Step
 from service.usecases.idempotency import StoredResponse
 
 
@@ -23,7 +29,45 @@ class RunGoldLabel(msgspec.Struct, frozen=True):
     updated_at: str
 
 
+class Change(msgspec.Struct, frozen=True):
+    from_: Any = msgspec.field(name="from")
+    to: Any = None
+
+
+class HistoryEntry(msgspec.Struct, frozen=True):
+    version: int
+    type: str
+    actor: str
+    recorded_at: str
+    request_id: str
+    reason: str | None
+    changes: dict[str, Change]
+    state: RunGoldLabel | None
+    position: int
+    hash: str
+
+
+class FeedEvent(msgspec.Struct, frozen=True):
+    cursor: str
+    position: int
+    label_id: str
+    run_id: str
+    version: int
+    type: str
+    actor: str
+    recorded_at: str
+    request_id: str
+    reason: str | None
+    data: Any
+    prev_hash: str
+    hash: str
+
+
 _encoder = msgspec.json.Encoder()
+
+
+def encode(value: object) -> bytes:
+    return _encoder.encode(value)
 
 
 def run_gold_label(state: LabelState) -> RunGoldLabel:
@@ -42,19 +86,58 @@ def run_gold_label(state: LabelState) -> RunGoldLabel:
     )
 
 
-def encode(value: object) -> bytes:
-    return _encoder.encode(value)
-
-
-def etag(state: LabelState) -> str:
-    return f'"{state.version}"'
+def etag(version: int) -> str:
+    return f'"{version}"'
 
 
 def label_answer(state: LabelState, status: int, headers: dict[str, str] | None = None) -> StoredResponse:
     """What the API answers for a label write: the label, its ETag, and any extra headers."""
     return StoredResponse(
-        status=status, body=encode(run_gold_label(state)), headers={"ETag": etag(state), **(headers or {})}
+        status=status, body=encode(run_gold_label(state)), headers={"ETag": etag(state.version), **(headers or {})}
     )
 
 
+def label_location(state: LabelState) -> str:
+    return f"/v1/run/{state.run_id}/gold-label/{state.id}"
+
+
 NO_CONTENT = StoredResponse(status=204, body=b"", headers={})
+
+
+def _shown(value: Any) -> Any:
+    """A field's value as a RunGoldLabel shows it."""
+    return format_time(value) if isinstance(value, datetime) else None if value == NULL else value
+
+
+def history_entry(step: Step) -> HistoryEntry:
+    event = step.event
+    return HistoryEntry(
+        version=event.version,
+        type=event.type,
+        actor=event.actor,
+        recorded_at=format_time(event.recorded_at),
+        request_id=event.request_id,
+        reason=event.reason,
+        changes={name: Change(_shown(before), _shown(after)) for name, (before, after) in step.changes.items()},
+        state=None if step.after is None else run_gold_label(step.after),
+        position=event.position,
+        hash=event.hash,
+    )
+
+
+def feed_event(point: FeedPoint, event: RecordedEvent) -> FeedEvent:
+    return FeedEvent(
+        cursor=point.cursor,
+        position=event.position,
+        label_id=event.stream_id,
+        run_id=event.run_id,
+        version=event.version,
+        type=event.type,
+        actor=event.actor,
+        recorded_at=format_time(event.recorded_at),
+        request_id=event.request_id,
+        reason=event.reason,
+        data=event.data,
+        prev_hash=event.prev_hash,
+        hash=event.hash,
+    )

@@ -1,47 +1,32 @@
-"""Idempotent retries: a write sent with an `Idempotency-Key` is done once; a retry of the same
-request with the same key gets the first answer back without appending anything.
+"""Idempotent retries: a write sent with an `Idempotency-Key` is done once; a retry of the same request
+with the same key gets the first answer back without appending anything.
 
-The key is claimed in the write's own transaction, before anything else is written, and the answer
-is stored in that same transaction: a concurrent duplicate waits on the key's row and then replays
-the stored answer, and a write that fails leaves no claim behind (its retry is simply processed).
+The key is claimed in the write's own transaction, before the write's events, and the answer is stored in
+that same transaction: a concurrent duplicate waits on the key and then replays the stored answer, and a
+write that fails leaves no claim behind (its retry is simply processed).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import timedelta
 
 import msgspec
-import sqlalchemy as sa
 
-from events.schema import UTCDateTime, metadata, stored_time
 from events.types import utc_now
-from service.http.bodies import InvalidInput
-from service.storage.store import SqlTransaction
-
-idempotency_keys = sa.Table(
-    "idempotency_keys",
-    metadata,
-    sa.Column("account_id", sa.String(255), primary_key=True),
-    sa.Column("key", sa.String(255), primary_key=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Column("status", sa.Integer, nullable=True),
-    sa.Column("body", sa.Text, nullable=True),
-    sa.Column("headers", sa.Text, nullable=True),
-)
-
-_VALID_KEY = re.compile(r"^[!-~]{1,255}$")
+from service.storage.sql import LabelWrites
 
 
 class Idempotency(msgspec.Struct, frozen=True):
+    """A request's key and a fingerprint of the request itself (what a retry must repeat exactly)."""
+
     key: str
     fingerprint: str
     retention_seconds: int
 
 
 class StoredResponse(msgspec.Struct, frozen=True):
+    """The answer a write gave, as its retry gets it back."""
+
     status: int
     body: bytes
     headers: dict[str, str]
@@ -62,58 +47,22 @@ class IdempotencyKeyReused(Exception):
         )
 
 
-def idempotency_for(key: str, method: str, path: str, body: bytes, retention_seconds: int) -> Idempotency:
-    if not _VALID_KEY.match(key):
-        raise InvalidInput("Idempotency-Key must be 1 to 255 printable ASCII characters", "Idempotency-Key")
-    fingerprint = hashlib.sha256(b"\n".join([method.encode(), path.encode(), body])).hexdigest()
-    return Idempotency(key=key, fingerprint=fingerprint, retention_seconds=retention_seconds)
-
-
-_CLAIM = (
-    "INSERT INTO idempotency_keys (account_id, key, fingerprint, created_at)"
-    " VALUES (:account_id, :key, :fingerprint, :created_at) ON CONFLICT DO NOTHING RETURNING key"
-)
-_EARLIER = (
-    "SELECT fingerprint, created_at, status, body, headers FROM idempotency_keys"
-    " WHERE account_id = :account_id AND key = :key"
-)
-_RECLAIM = (
-    "UPDATE idempotency_keys SET fingerprint = :fingerprint, created_at = :created_at, status = NULL, body = NULL,"
-    " headers = NULL WHERE account_id = :account_id AND key = :key"
-)
-_REMEMBER = (
-    "UPDATE idempotency_keys SET status = :status, body = :body, headers = :headers"
-    " WHERE account_id = :account_id AND key = :key"
-)
-
-
-async def claim(tx: SqlTransaction, account_id: str, idempotency: Idempotency) -> None:
-    """Take the key for this request, or raise to replay (same request) or refuse (another request).
-
-    On PostgreSQL a concurrent claim of the same key waits here for the first one's transaction.
-    """
+async def claim(tx: LabelWrites, account_id: str, idempotency: Idempotency) -> None:
+    """Take the key for this request, or raise to replay (same request) or refuse (another request)."""
     now = utc_now()
-    key = {"account_id": account_id, "key": idempotency.key}
-    if await tx.fetchone(_CLAIM, {**key, "fingerprint": idempotency.fingerprint, "created_at": now}):
+    earlier = await tx.claim_key(account_id, idempotency.key, idempotency.fingerprint, now)
+    if earlier is None:
         return
-    fingerprint, created_at, status, body, headers = await tx.fetchone(tx.for_update(_EARLIER), key)
-    if stored_time(created_at) < now - timedelta(seconds=idempotency.retention_seconds):
+    if earlier.claimed_at < now - timedelta(seconds=idempotency.retention_seconds):
         # Past the retention window the key is free again.
-        await tx.execute(_RECLAIM, {**key, "fingerprint": idempotency.fingerprint, "created_at": now})
+        await tx.reclaim_key(account_id, idempotency.key, idempotency.fingerprint, now)
         return
-    if fingerprint != idempotency.fingerprint:
+    if earlier.fingerprint != idempotency.fingerprint:
         raise IdempotencyKeyReused()
-    raise IdempotentReplay(StoredResponse(status=status, body=body.encode(), headers=msgspec.json.decode(headers)))
+    answer = StoredResponse(earlier.status, (earlier.body or "").encode(), msgspec.json.decode(earlier.headers or "{}"))
+    raise IdempotentReplay(answer)
 
 
-async def remember(tx: SqlTransaction, account_id: str, idempotency: Idempotency, response: StoredResponse) -> None:
-    await tx.execute(
-        _REMEMBER,
-        {
-            "account_id": account_id,
-            "key": idempotency.key,
-            "status": response.status,
-            "body": response.body.decode(),
-            "headers": msgspec.json.encode(response.headers).decode(),
-        },
-    )
+async def remember(tx: LabelWrites, account_id: str, idempotency: Idempotency, answer: StoredResponse) -> None:
+    headers = msgspec.json.encode(answer.headers).decode()
+    await tx.remember_answer(account_id, idempotency.key, answer.status, answer.body.decode(), headers)

@@ -8,8 +8,6 @@ Create Date: 2026-11-28
 import sqlalchemy as sa
 from alembic import op
 
-from events.schema import UTCDateTime
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -29,7 +27,7 @@ def upgrade() -> None:
         sa.Column("type", sa.String(64), nullable=False),
         sa.Column("data", sa.Text, nullable=False),
         sa.Column("actor", sa.String(255), nullable=False),
-        sa.Column("recorded_at", UTCDateTime, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("request_id", sa.String(200), nullable=False),
         sa.Column("reason", sa.Text, nullable=True),
         sa.Column("prev_hash", sa.String(64), nullable=False),
@@ -49,11 +47,11 @@ def upgrade() -> None:
         sa.Column("object_value", sa.Text, nullable=True),
         sa.Column("object_value_is_partial", sa.Boolean, nullable=True),
         sa.Column("created_by", sa.String(255), nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.String(255), nullable=False),
-        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("deleted_by", sa.String(255), nullable=True),
-        sa.Column("deleted_at", UTCDateTime, nullable=True),
+        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("hash", sa.String(64), nullable=False),
     )

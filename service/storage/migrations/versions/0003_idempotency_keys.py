@@ -8,8 +8,6 @@ Create Date: 2026-11-28
 import sqlalchemy as sa
 from alembic import op
 
-from events.schema import UTCDateTime
-
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -22,7 +20,7 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(255), primary_key=True),
         sa.Column("key", sa.String(255), primary_key=True),
         sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("status", sa.Integer, nullable=True),
         sa.Column("body", sa.Text, nullable=True),
         sa.Column("headers", sa.Text, nullable=True),

@@ -17,18 +17,16 @@ from service.settings import Settings, SettingsError, load_settings
 logger = logging.getLogger("goldtrail")
 
 
-# Python serves a request on one core at a time, so on PostgreSQL one process per core: measured on 2
-# cores, 2 workers wrote 1,412 PUT/s against 1,248 for 1 and 1,113 for 4 (README, Performance). At most 4,
-# so the default stays far below PostgreSQL's default max_connections (100) at 10 connections per worker.
-# SQLite takes one writer at a time whatever the processes: 1 worker wrote as much as 2 (609 against 596
-# PUT/s) with a p99 of 153 ms against 391 ms, so on SQLite the default is one.
+# Python serves a request on one core at a time, so one process per core, where the database takes writers
+# side by side; at most 4, far below PostgreSQL's default max_connections (100) at 10 connections each. A
+# database with one writer at a time (SQLite) gets one. README, Performance, has the measurements.
 MAX_DEFAULT_WORKERS = 4
 
 
 def default_workers(settings: Settings) -> int:
-    from sqlalchemy.engine import make_url
+    from service.storage.database import backend_of
 
-    if make_url(settings.database_url).get_backend_name() == "sqlite":
+    if backend_of(settings.database_url).ONE_WRITER:
         return 1
     return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
 
@@ -76,7 +74,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
-    from service.storage.migrate import create_runtime_role, migrate, runtime_role_sql
+    from service.storage.migrate import create_runtime_role, migrate
+    from service.storage.postgres import runtime_role_sql
 
     if args.print_runtime_role_sql:
         database = make_url(settings.database_url).database or "goldtrail"
@@ -116,7 +115,7 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
-    from service.operator import verify
+    from service.cli.operations import verify
 
     if (args.digest is None) != (args.position is None):
         print("goldtrail: --digest and --position go together", file=sys.stderr)
@@ -125,20 +124,20 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rebuild(settings: Settings, _args: argparse.Namespace) -> int:
-    from service.operator import rebuild_read_model
+    from service.cli.operations import rebuild_read_model
 
     return asyncio.run(rebuild_read_model(settings))
 
 
 def _history(settings: Settings, args: argparse.Namespace) -> int:
-    from service.operator import print_history
+    from service.cli.operations import print_history
 
     return asyncio.run(print_history(settings, args.run_id, args.label_id, args.account))
 
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     from events.feed import BadCursor
-    from service.operator import export
+    from service.cli.operations import export
 
     try:
         return asyncio.run(export(settings, args.account, args.after, args.output))

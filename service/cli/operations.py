@@ -10,15 +10,14 @@ from typing import TextIO
 
 import msgspec
 
-from events import feed
 from events.feed import FeedPoint
-from projections.replay import Problem, compare_read_model, count_events, rebuild, replay
-from service.http.views import encode
+from events.types import format_time
+from projections.history import history
+from projections.replay import BATCH_SIZE, Problem, compare_read_model, replay
+from service.http.views import encode, feed_event
 from service.settings import Settings
-from service.storage import store
-from service.storage.bulk import lock_read_model
 from service.storage.database import Database
-from service.usecases.audit import feed_event, history_of
+from service.usecases.audit import digest_at, feed_stream
 
 
 class ProgressBar:
@@ -61,17 +60,17 @@ async def verify(
     try:
         # One snapshot for the replay and the read-model comparison: a write committed between the two
         # would otherwise show as a read-model row that differs from the replay.
-        async with db.read(snapshot=True) as conn:
-            bar = ProgressBar("verify", await count_events(conn))
-            outcome = await replay(conn, bar)
+        async with db.read(snapshot=True) as reads:
+            bar = ProgressBar("verify", await reads.count_events())
+            outcome = await replay(reads.event_rows(BATCH_SIZE), bar)
             bar.finish()
-            problems = outcome.problems + await compare_read_model(conn, outcome.states)
+            problems = outcome.problems + await compare_read_model(reads.read_model(BATCH_SIZE), outcome.states)
             digest_problem = None
             if digest is not None:
-                point = await feed.point_of(conn, account, position) if position else FeedPoint(0, 0)
-                if point is None:
+                kept = await digest_at(reads, account, position or 0)
+                if kept is None:
                     digest_problem = f"the event at position {position} is gone: events were deleted"
-                elif await feed.digest(conn, account, point) != digest.lower():
+                elif kept.digest != digest.lower():
                     digest_problem = f"the log up to position {position} no longer matches the digest"
     finally:
         await db.close()
@@ -90,18 +89,18 @@ async def verify(
 async def rebuild_read_model(settings: Settings, out: TextIO = sys.stdout) -> int:
     db = Database.connect(settings)
     try:
-        async with db.write() as conn:
+        async with db.maintain() as maintenance:
             # Before the replay reads a single event: a write committed after that read would be missing
             # from the new read model. Writers wait for the whole rebuild; readers do not.
-            await lock_read_model(conn)
-            bar = ProgressBar("rebuild", await count_events(conn))
-            outcome = await replay(conn, bar)
+            await maintenance.lock_read_model()
+            bar = ProgressBar("rebuild", await maintenance.count_events())
+            outcome = await replay(maintenance.event_rows(BATCH_SIZE), bar)
             bar.finish()
             if outcome.problems:
                 _report(outcome.problems, out)
                 print("rebuild refused: the log fails verification (see above); nothing was changed", file=out)
                 return 1
-            rows = await rebuild(conn, outcome.states)
+            rows = await maintenance.replace_read_model(outcome.states.values())
     finally:
         await db.close()
     rate = outcome.events / max(bar.seconds, 1e-9)
@@ -120,23 +119,23 @@ async def print_history(
 ) -> int:
     db = Database.connect(settings)
     try:
-        async with db.read() as conn:
-            stream = await store.read_stream(conn, account, label_id)
+        async with db.read() as reads:
+            stream = await reads.stream(account, label_id)
     finally:
         await db.close()
     if not stream or stream[0].run_id != run_id:
         print(f"goldtrail: gold label {label_id} not found in run {run_id}", file=sys.stderr)
         return 1
     rows = [("version", "type", "actor", "recorded at (UTC)", "reason", "changes")]
-    for entry in history_of(stream):
+    for step in history(stream):
+        event = step.event
         changes = "; ".join(
-            f"{name}: {_short(change.from_)} → {_short(change.to)}"
-            for name, change in entry.changes.items()
+            f"{name}: {_short(before)} → {_short(after)}"
+            for name, (before, after) in step.changes.items()
             if name not in ("updated_at", "updated_by", "created_at", "created_by", "id", "account_id", "run_id")
         )
-        rows.append(
-            (str(entry.version), entry.type, entry.actor, entry.recorded_at, entry.reason or "", changes or "—")
-        )
+        recorded_at = format_time(event.recorded_at)
+        rows.append((str(event.version), event.type, event.actor, recorded_at, event.reason or "", changes or "—"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for n, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1], file=out)
@@ -153,10 +152,9 @@ async def export(settings: Settings, account: str | None, after: str | None, out
     handle = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
     written, last = 0, point
     try:
-        async with db.read() as conn:
-            async for feed_point, event in feed.stream(conn, account, point):
-                handle.write(encode(feed_event(feed_point, event)) + b"\n")
-                written, last = written + 1, feed_point
+        async for feed_point, event in feed_stream(db, account, point):
+            handle.write(encode(feed_event(feed_point, event)) + b"\n")
+            written, last = written + 1, feed_point
     finally:
         await db.close()
         if output:

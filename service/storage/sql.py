@@ -1,0 +1,362 @@
+"""Every SQL statement goldtrail runs that both databases spell the same way, and the reads and writes
+built on them. A backend module (postgres, sqlite) subclasses these with its driver calls and with what
+its SQL spells differently; nothing above storage sees SQL.
+
+Statements take `:name` parameters. Schema and migrations are SQLAlchemy Core and Alembic (see schema.py
+and migrations/); everything goldtrail runs at request time or in an operator job is written here, on
+the driver connection (SQLAlchemy's execution path costs more CPU than the database does for these).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from events.chain import seal
+from events.feed import START, FeedPoint
+from events.types import PendingEvent, RecordedEvent, SealedEvent
+from projections.fold import LabelState
+from projections.replay import EventRow
+from service.storage.rows import EVENT_FIELDS, LABEL_FIELDS, Row, event_from_row, label_from_row, label_params
+
+_LABEL_COLUMNS = ", ".join(LABEL_FIELDS)
+_EVENT_COLUMNS = ", ".join(EVENT_FIELDS)
+
+APPEND = (
+    "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id,"
+    " reason, prev_hash, hash) VALUES (:account_id, :stream_id, :version, :run_id, :type, :data, :actor,"
+    " :recorded_at, :request_id, :reason, :prev_hash, :hash)"
+)
+LABEL = f"SELECT {_LABEL_COLUMNS} FROM gold_labels WHERE account_id = :account_id AND id = :id"
+INSERT_LABEL = f"INSERT INTO gold_labels ({_LABEL_COLUMNS}) VALUES ({', '.join(':' + f for f in LABEL_FIELDS)})"
+MOVE_LABEL_ON = (
+    "UPDATE gold_labels SET text_value = :text_value, object_value = :object_value,"
+    " object_value_is_partial = :object_value_is_partial, updated_by = :updated_by, updated_at = :updated_at,"
+    " deleted_by = :deleted_by, deleted_at = :deleted_at, version = :version, hash = :hash"
+    " WHERE account_id = :account_id AND id = :id AND version = :previous"
+)
+LIVE_LABELS = (
+    f"SELECT {_LABEL_COLUMNS} FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id"
+    " AND deleted_at IS NULL ORDER BY created_at, id"
+)
+RUN_IS_KNOWN = "SELECT 1 FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id LIMIT 1"
+LIVE_LABEL_NAMED = (
+    "SELECT id FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id"
+    " AND output_resource_name = :name AND deleted_at IS NULL"
+)
+STREAM = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE account_id = :account_id AND stream_id = :stream_id ORDER BY version"
+)
+# Operators may leave out the account: label ids are UUIDs.
+STREAM_OF_ANY_ACCOUNT = f"SELECT {_EVENT_COLUMNS} FROM events WHERE stream_id = :stream_id ORDER BY version"
+EVENT_HASH = "SELECT hash FROM events WHERE account_id = :account_id AND stream_id = :stream_id AND version = :version"
+RUN_EVENTS_UNTIL = (
+    f"SELECT {_EVENT_COLUMNS} FROM events WHERE account_id = :account_id AND run_id = :run_id"
+    " AND recorded_at <= :at ORDER BY position"
+)
+COUNT_EVENTS = "SELECT count(*) FROM events"
+READ_MODEL = f"SELECT {_LABEL_COLUMNS} FROM gold_labels"
+DELETE_READ_MODEL = "DELETE FROM gold_labels"
+
+CLAIM_KEY = (
+    "INSERT INTO idempotency_keys (account_id, key, fingerprint, created_at)"
+    " VALUES (:account_id, :key, :fingerprint, :created_at) ON CONFLICT DO NOTHING RETURNING key"
+)
+EARLIER_CLAIM = (
+    "SELECT fingerprint, created_at, status, body, headers FROM idempotency_keys"
+    " WHERE account_id = :account_id AND key = :key"
+)
+RECLAIM_KEY = (
+    "UPDATE idempotency_keys SET fingerprint = :fingerprint, created_at = :created_at, status = NULL, body = NULL,"
+    " headers = NULL WHERE account_id = :account_id AND key = :key"
+)
+REMEMBER_ANSWER = (
+    "UPDATE idempotency_keys SET status = :status, body = :body, headers = :headers"
+    " WHERE account_id = :account_id AND key = :key"
+)
+
+
+class EarlierClaim(msgspec.Struct, frozen=True):
+    """What an Idempotency-Key already holds: the request it was claimed for, when, and its answer."""
+
+    fingerprint: str
+    claimed_at: datetime
+    status: int | None
+    body: str | None
+    headers: str | None
+
+
+class Reads:
+    """Every read goldtrail makes, on one connection. A backend supplies `_one`, `_all`, `_batches`,
+    `time`, and its spelling of the feed (`FEED_TX`, `TX_PARAM`, `HORIZON`)."""
+
+    # The feed (events.feed): the transaction id as an integer, a cursor's transaction id as a parameter,
+    # and the condition that keeps the feed below the commit horizon (None where every commit is in order).
+    FEED_TX = "tx_id"
+    TX_PARAM = ":tx_id"
+    HORIZON: str | None = None
+
+    async def _one(self, sql: str, params: dict[str, Any]) -> Row | None:
+        raise NotImplementedError
+
+    async def _all(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        raise NotImplementedError
+
+    def _batches(self, sql: str, params: dict[str, Any], size: int) -> AsyncIterator[list[Row]]:
+        """The rows of a long query, `size` at a time, without holding them all."""
+        raise NotImplementedError
+
+    def time(self, value: Any) -> datetime:
+        """A stored time as an aware UTC datetime."""
+        raise NotImplementedError
+
+    async def writable(self) -> bool:
+        """Whether the database takes writes (a hot standby does not)."""
+        return True
+
+    # Labels ---------------------------------------------------------------------------------------
+
+    async def label(self, account_id: str, label_id: str) -> LabelState | None:
+        """One label, deleted ones included."""
+        row = await self._one(LABEL, {"account_id": account_id, "id": label_id})
+        return None if row is None else label_from_row(row, self.time)
+
+    async def live_labels(self, account_id: str, run_id: str) -> list[LabelState]:
+        """A run's live labels, oldest first."""
+        rows = await self._all(LIVE_LABELS, {"account_id": account_id, "run_id": run_id})
+        return [label_from_row(row, self.time) for row in rows]
+
+    async def run_is_known(self, account_id: str, run_id: str) -> bool:
+        return await self._one(RUN_IS_KNOWN, {"account_id": account_id, "run_id": run_id}) is not None
+
+    async def live_label_named(self, account_id: str, run_id: str, name: str) -> str | None:
+        """The id of the live label of this output resource, if there is one."""
+        row = await self._one(LIVE_LABEL_NAMED, {"account_id": account_id, "run_id": run_id, "name": name})
+        return None if row is None else row[0]
+
+    # Events ---------------------------------------------------------------------------------------
+
+    async def stream(self, account_id: str | None, label_id: str) -> list[RecordedEvent]:
+        """Every event of one label, oldest first."""
+        if account_id is None:
+            rows = await self._all(STREAM_OF_ANY_ACCOUNT, {"stream_id": label_id})
+        else:
+            rows = await self._all(STREAM, {"account_id": account_id, "stream_id": label_id})
+        return [event_from_row(row, self.time) for row in rows]
+
+    async def has_events(self, sealed: Iterable[SealedEvent]) -> bool:
+        """Whether these very events (same label, version and hash) are in the log: how a write whose COMMIT
+        answer was lost learns whether it committed."""
+        for event in sealed:
+            key = {"account_id": event.account_id, "stream_id": event.stream_id, "version": event.version}
+            row = await self._one(EVENT_HASH, key)
+            if row is None or row[0] != event.hash:
+                return False
+        return True
+
+    async def run_events_until(self, account_id: str, run_id: str, at: datetime) -> AsyncIterator[RecordedEvent]:
+        """Every event of a run recorded at or before `at`, in position order."""
+        params = {"account_id": account_id, "run_id": run_id, "at": at}
+        async for batch in self._batches(RUN_EVENTS_UNTIL, params, 5000):
+            for row in batch:
+                yield event_from_row(row, self.time)
+
+    async def count_events(self) -> int:
+        row = await self._one(COUNT_EVENTS, {})
+        return row[0]
+
+    # The feed, ordered by (transaction id, position): see events.feed ------------------------------
+
+    def _feed_sql(self, account_id: str | None, after: FeedPoint, columns: str, *, upto: bool = False) -> str:
+        where = []
+        if account_id is not None:
+            where.append("account_id = :account_id")
+        if upto:
+            where.append(f"(tx_id, position) <= ({self.TX_PARAM}, :position)")
+        elif after != FeedPoint.parse(START):
+            where.append(f"(tx_id, position) > ({self.TX_PARAM}, :position)")
+        if self.HORIZON:
+            where.append(self.HORIZON)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        return f"SELECT {columns} FROM events{condition} ORDER BY tx_id, position"
+
+    def _feed_params(self, account_id: str | None, point: FeedPoint) -> dict[str, Any]:
+        return {"account_id": account_id, "tx_id": self._tx_id(point.tx_id), "position": point.position}
+
+    def _tx_id(self, tx_id: int) -> Any:
+        """A cursor's transaction id as this backend's driver takes it."""
+        return tx_id
+
+    async def feed_page(
+        self, account_id: str | None, after: FeedPoint, limit: int
+    ) -> list[tuple[FeedPoint, RecordedEvent]]:
+        """Up to `limit` events after the cursor, in feed order, each with its own feed point."""
+        sql = self._feed_sql(account_id, after, f"{_EVENT_COLUMNS}, {self.FEED_TX}") + " LIMIT :limit"
+        rows = await self._all(sql, {**self._feed_params(account_id, after), "limit": limit})
+        return [(FeedPoint(row[12], row[0]), event_from_row(row, self.time)) for row in rows]
+
+    async def feed(
+        self, account_id: str | None, after: FeedPoint, batch_size: int = 2000
+    ) -> AsyncIterator[tuple[FeedPoint, RecordedEvent]]:
+        """Every event after the cursor, in feed order, read in batches so memory stays flat."""
+        sql = self._feed_sql(account_id, after, f"{_EVENT_COLUMNS}, {self.FEED_TX}")
+        async for batch in self._batches(sql, self._feed_params(account_id, after), batch_size):
+            for row in batch:
+                yield FeedPoint(row[12], row[0]), event_from_row(row, self.time)
+
+    async def newest_point(self, account_id: str | None) -> FeedPoint | None:
+        """The last event of the feed that is final (below the commit horizon)."""
+        start = FeedPoint.parse(START)
+        sql = self._feed_sql(account_id, start, f"position, {self.FEED_TX}").replace(
+            "ORDER BY tx_id, position", "ORDER BY tx_id DESC, position DESC LIMIT 1"
+        )
+        row = await self._one(sql, self._feed_params(account_id, start))
+        return None if row is None else FeedPoint(row[1], row[0])
+
+    async def point_of(self, account_id: str | None, position: int) -> FeedPoint | None:
+        """The feed point of the event at this position (of this account, when one is named)."""
+        sql = f"SELECT {self.FEED_TX} FROM events WHERE position = :position"
+        if account_id is not None:
+            sql += " AND account_id = :account_id"
+        row = await self._one(sql, {"position": position, "account_id": account_id})
+        return None if row is None else FeedPoint(row[0], position)
+
+    async def feed_hashes(self, account_id: str | None, upto: FeedPoint) -> AsyncIterator[tuple[int, str]]:
+        """(position, hash) of every event up to `upto`, in feed order: what a digest covers."""
+        sql = self._feed_sql(account_id, upto, "position, hash", upto=True)
+        async for batch in self._batches(sql, self._feed_params(account_id, upto), 5000):
+            for position, event_hash in batch:
+                yield position, event_hash
+
+    # Whole-log scans for operators -----------------------------------------------------------------
+
+    # The time as the hash has it, spelled out by the database: formatting a datetime in Python costs more
+    # than the rest of an event's hash. The text is only trusted for events whose hash it matches, and then
+    # it is exactly what was hashed when the event was written.
+    TIME_TEXT = "recorded_at"
+
+    def event_rows(self, batch_size: int) -> AsyncIterator[list[EventRow]]:
+        """Every event as a replay checks it (EventRow), in position order, `batch_size` at a time."""
+        sql = (
+            "SELECT position, account_id, stream_id, version, run_id, type, data, actor, "
+            f"{self.TIME_TEXT}, request_id, reason, prev_hash, hash, {self.FEED_TX} FROM events ORDER BY position"
+        )
+        return self._batches(sql, {}, batch_size)
+
+    async def read_model(self, batch_size: int) -> AsyncIterator[list[LabelState]]:
+        """Every read-model row, `batch_size` at a time."""
+        async for batch in self._batches(READ_MODEL, {}, batch_size):
+            yield [label_from_row(row, self.time) for row in batch]
+
+
+class Maintenance(Reads):
+    """An operator's long transaction over the whole read model (rebuild)."""
+
+    async def lock_read_model(self) -> None:
+        """Make writers wait until this transaction ends; readers go on. Every write changes its label's row
+        in the same transaction as its event, so with this taken before the events are read, no event can
+        commit unseen between the read and the end of the transaction."""
+        raise NotImplementedError
+
+    async def replace_read_model(self, states: Iterable[LabelState]) -> int:
+        """Delete every read-model row and write one per state; returns how many were written."""
+        raise NotImplementedError
+
+
+class LabelWrites:
+    """One write transaction of a request. A backend supplies `fetchone`, `execute`, `execute_one` and `queue`.
+
+    Feed order (DESIGN.md §2): on PostgreSQL the feed is ordered by transaction id, which a transaction
+    takes at its first write or row lock. A write therefore reads the label it builds on (`current_label`)
+    before it writes anything, and its row only moves on from the version read (`save_label`): then its id
+    is newer than that of the write it follows, and a label's versions come in order on the feed. Waiting
+    for the label's other writers (`queue`) takes no transaction id.
+    """
+
+    committing = False  # from here on, a lost connection may or may not have committed
+
+    def __init__(self) -> None:
+        self.appended: list[SealedEvent] = []
+
+    async def fetchone(self, sql: str, params: dict[str, Any]) -> Row | None:
+        """Run a statement and wait for its first row (errors of statements queued before it surface here)."""
+        raise NotImplementedError
+
+    async def execute(self, sql: str, params: dict[str, Any]) -> None:
+        """Run a statement whose result is not needed; PostgreSQL sends it with the next one that waits."""
+        raise NotImplementedError
+
+    async def execute_one(self, sql: str, params: dict[str, Any]) -> None:
+        """Like `execute`, for an UPDATE that must change exactly one row, or the whole transaction fails
+        with LostRace (and nothing of it is committed)."""
+        raise NotImplementedError
+
+    async def queue(self, account_id: str, label_id: str) -> None:
+        """Wait until the label's other queued writers are done, where this kind of transaction queues."""
+
+    def time(self, value: Any) -> datetime:
+        raise NotImplementedError
+
+    async def current_label(self, account_id: str, label_id: str) -> LabelState | None:
+        """One label, deleted ones included, as this write finds it (after the writers queued before it)."""
+        await self.queue(account_id, label_id)
+        row = await self.fetchone(LABEL, {"account_id": account_id, "id": label_id})
+        return None if row is None else label_from_row(row, self.time)
+
+    async def append(self, event: PendingEvent) -> SealedEvent:
+        """Append one event (sent with the transaction's next waiting statement). A clash on (label, version)
+        fails the transaction with LostRace before it can commit."""
+        data, digest = seal(event)
+        await self.execute(
+            APPEND,
+            {
+                "account_id": event.account_id,
+                "stream_id": event.stream_id,
+                "version": event.version,
+                "run_id": event.run_id,
+                "type": event.type,
+                "data": data.decode(),
+                "actor": event.actor,
+                "recorded_at": event.recorded_at,
+                "request_id": event.request_id,
+                "reason": event.reason,
+                "prev_hash": event.prev_hash,
+                "hash": digest,
+            },
+        )
+        sealed = SealedEvent(**msgspec.structs.asdict(event), hash=digest)
+        self.appended.append(sealed)
+        return sealed
+
+    async def save_label(self, state: LabelState) -> None:
+        """Write the state folded from one more event: insert it on version 1, else move the row on from the
+        version before, or fail the whole transaction with LostRace."""
+        if state.version == 1:
+            await self.execute(INSERT_LABEL, label_params(state))
+        else:
+            await self.execute_one(MOVE_LABEL_ON, {**label_params(state), "previous": state.version - 1})
+
+    async def claim_key(self, account_id: str, key: str, fingerprint: str, now: datetime) -> EarlierClaim | None:
+        """Take an Idempotency-Key for this request: None when it was free, else what it already holds (locked
+        until this transaction ends). A concurrent claim of the same key waits here for the first one."""
+        params = {"account_id": account_id, "key": key}
+        if await self.fetchone(CLAIM_KEY, {**params, "fingerprint": fingerprint, "created_at": now}):
+            return None
+        fingerprint, created_at, status, body, headers = await self.fetchone(self.for_update(EARLIER_CLAIM), params)
+        return EarlierClaim(fingerprint, self.time(created_at), status, body, headers)
+
+    async def reclaim_key(self, account_id: str, key: str, fingerprint: str, now: datetime) -> None:
+        """Take over a key whose earlier claim has expired."""
+        params = {"account_id": account_id, "key": key, "fingerprint": fingerprint, "created_at": now}
+        await self.execute(RECLAIM_KEY, params)
+
+    async def remember_answer(self, account_id: str, key: str, status: int, body: str, headers: str) -> None:
+        params = {"account_id": account_id, "key": key, "status": status, "body": body, "headers": headers}
+        await self.execute(REMEMBER_ANSWER, params)
+
+    def for_update(self, sql: str) -> str:
+        """A SELECT that also locks its rows, where the backend needs that."""
+        return sql
