@@ -48,6 +48,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.auth import TokenVerifier
+    from service.http_server import guarded_protocol
     from service.migrate import migrate
     from service.request_log import configure_logging
 
@@ -69,6 +70,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        http=guarded_protocol(settings),
+        ws="none",  # no WebSocket routes: an Upgrade request is served as plain HTTP
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     return 0
 

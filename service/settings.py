@@ -35,6 +35,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_seconds: int = 2
     idempotency_retention_seconds: int = 24 * 3600
     log_level: str = "INFO"
+    # The HTTP server's guard against hostile and slow clients (service/http_server.py).
+    max_head_bytes: int = 64 * 1024
+    head_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 30.0
+    keep_alive_seconds: float = 5.0
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
 
@@ -173,4 +178,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         retry_after_seconds=_int(env, "GOLDTRAIL_RETRY_AFTER_SECONDS", 2, minimum=1),
         idempotency_retention_seconds=_int(env, "GOLDTRAIL_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=1),
         log_level=(env.get("GOLDTRAIL_LOG_LEVEL") or "INFO").upper(),
+        max_head_bytes=_int(env, "GOLDTRAIL_MAX_HEAD_BYTES", 64 * 1024, minimum=1024),
+        head_timeout_seconds=_float(env, "GOLDTRAIL_HEAD_TIMEOUT_SECONDS", 5.0),
+        body_timeout_seconds=_float(env, "GOLDTRAIL_BODY_TIMEOUT_SECONDS", 30.0),
+        keep_alive_seconds=_float(env, "GOLDTRAIL_KEEP_ALIVE_SECONDS", 5.0),
     )
