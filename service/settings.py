@@ -40,6 +40,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     head_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 30.0
     keep_alive_seconds: float = 5.0
+    # When set, /metrics is served on this port only (by the serving process), not on the API port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
 
@@ -114,6 +117,13 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    port = _int(env, name, 0, minimum=1) or None
+    if port is not None and port > 65535:
+        raise SettingsError(f"{name} must be a TCP port (1 to 65535), got {port}")
+    return port
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bool = True) -> Settings:
     """The settings from `env` (default: the process environment).
 
@@ -182,4 +192,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         head_timeout_seconds=_float(env, "GOLDTRAIL_HEAD_TIMEOUT_SECONDS", 5.0),
         body_timeout_seconds=_float(env, "GOLDTRAIL_BODY_TIMEOUT_SECONDS", 30.0),
         keep_alive_seconds=_float(env, "GOLDTRAIL_KEEP_ALIVE_SECONDS", 5.0),
+        metrics_port=_port(env, "GOLDTRAIL_METRICS_PORT"),
+        metrics_host=env.get("GOLDTRAIL_METRICS_HOST") or "127.0.0.1",
     )

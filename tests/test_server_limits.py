@@ -397,6 +397,7 @@ def test_the_limits_are_settings_with_defaults():
     settings = load_settings({"GOLDTRAIL_JWT_SECRET": SECRET, "GOLDTRAIL_DATA_DIR": os.devnull})
     assert (settings.max_head_bytes, settings.head_timeout_seconds) == (65536, 5.0)
     assert (settings.body_timeout_seconds, settings.keep_alive_seconds) == (30.0, 5.0)
+    assert (settings.metrics_port, settings.metrics_host) == (None, "127.0.0.1")
 
 
 @pytest.mark.parametrize(
@@ -407,6 +408,8 @@ def test_the_limits_are_settings_with_defaults():
         ("GOLDTRAIL_HEAD_TIMEOUT_SECONDS", "0", "positive"),
         ("GOLDTRAIL_BODY_TIMEOUT_SECONDS", "soon", "number of seconds"),
         ("GOLDTRAIL_KEEP_ALIVE_SECONDS", "-1", "positive"),
+        ("GOLDTRAIL_METRICS_PORT", "70000", "1 to 65535"),
+        ("GOLDTRAIL_METRICS_PORT", "0", "at least 1"),
     ],
 )
 def test_unusable_limits_are_refused_with_a_message_naming_the_setting(name, value, message):
