@@ -24,6 +24,11 @@ DB_CONNECTIONS_IN_USE = Gauge(
 DB_CONNECTIONS_WAITING = Gauge(
     "goldtrail_db_connections_waiting", "Requests waiting for a pool connection", multiprocess_mode="livesum"
 )
+CONNECTIONS_REFUSED = Counter(
+    "goldtrail_connections_refused_total",
+    "Connections the HTTP server answered 431 or 408 and closed, or closed, for an oversized or slow request",
+    ["reason"],  # head_too_large | head_timeout | body_timeout
+)
 # Requests that matched no route are counted under this path, so that scanners cannot add label values.
 UNMATCHED = "(unmatched)"
 

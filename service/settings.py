@@ -35,6 +35,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_seconds: int = 2
     idempotency_retention_seconds: int = 24 * 3600
     log_level: str = "INFO"
+    # The HTTP server's guard against hostile and slow clients (service/http_server.py).
+    max_head_bytes: int = 64 * 1024
+    head_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 30.0
+    keep_alive_seconds: float = 5.0
+    # When set, /metrics is served on this port only (by the serving process), not on the API port.
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
 
@@ -109,6 +117,13 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    port = _int(env, name, 0, minimum=1) or None
+    if port is not None and port > 65535:
+        raise SettingsError(f"{name} must be a TCP port (1 to 65535), got {port}")
+    return port
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bool = True) -> Settings:
     """The settings from `env` (default: the process environment).
 
@@ -173,4 +188,10 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         retry_after_seconds=_int(env, "GOLDTRAIL_RETRY_AFTER_SECONDS", 2, minimum=1),
         idempotency_retention_seconds=_int(env, "GOLDTRAIL_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=1),
         log_level=(env.get("GOLDTRAIL_LOG_LEVEL") or "INFO").upper(),
+        max_head_bytes=_int(env, "GOLDTRAIL_MAX_HEAD_BYTES", 64 * 1024, minimum=1024),
+        head_timeout_seconds=_float(env, "GOLDTRAIL_HEAD_TIMEOUT_SECONDS", 5.0),
+        body_timeout_seconds=_float(env, "GOLDTRAIL_BODY_TIMEOUT_SECONDS", 30.0),
+        keep_alive_seconds=_float(env, "GOLDTRAIL_KEEP_ALIVE_SECONDS", 5.0),
+        metrics_port=_port(env, "GOLDTRAIL_METRICS_PORT"),
+        metrics_host=env.get("GOLDTRAIL_METRICS_HOST") or "127.0.0.1",
     )

@@ -118,9 +118,7 @@ def test_migrate_and_the_operator_commands_need_no_token_key_but_serve_and_token
         env = clean_environment(GOLDTRAIL_DATABASE_URL=url)
 
         def goldtrail(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run(
-                [GOLDTRAIL, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-            )
+            return subprocess.run([GOLDTRAIL, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
 
         migrated = goldtrail("migrate")
         assert migrated.returncode == 0, migrated.stderr

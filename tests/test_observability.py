@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
+import subprocess
 import uuid
 
+import httpx
 import pytest
 from litestar.testing import TestClient
 
 from service.http.app import create_app
 from service.http.request_log import JsonFormatter
+from service.storage.migrate import migrate
 from tests.conftest import SECRET, assert_error, auth, make_settings, token
+from tests.servers import GOLDTRAIL, clean_environment, free_port, goldtrail_serve
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -129,3 +134,69 @@ def test_an_unreachable_database_is_a_fast_503_and_counted(tmp_path):
         assert_error(ready, 503, "not ready")
         after = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
     assert after - before >= 2
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_metrics_port_serves_the_metrics_of_every_worker_and_the_api_port_does_not(tmp_path, workers):
+    metrics_port = free_port()
+    env = clean_environment(
+        GOLDTRAIL_DATABASE_URL=f"sqlite:///{tmp_path / 'metrics.sqlite3'}",
+        GOLDTRAIL_JWT_SECRET=SECRET,
+        GOLDTRAIL_DATA_DIR=str(tmp_path),
+        GOLDTRAIL_METRICS_PORT=str(metrics_port),
+    )
+    with goldtrail_serve(tmp_path, env, "--workers", str(workers)) as base:
+        scrape = f"http://127.0.0.1:{metrics_port}/metrics"
+        before = httpx.get(scrape, timeout=10)
+        assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+        run = str(uuid.uuid4())
+        for i in range(12):  # a new connection each, so that both workers take some
+            with httpx.Client(base_url=base, timeout=10) as client:
+                assert client.get("/healthz").status_code == 200
+                created = client.post(
+                    f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"o{i}"}, headers=auth()
+                )
+                assert created.status_code == 201
+        after = httpx.get(scrape, timeout=10).text
+
+        def grew(name: str, **labels: str) -> float:
+            return metric(after, name, **labels) - metric(before.text, name, **labels)
+
+        assert grew("goldtrail_requests_total", method="GET", path="/healthz", status_code="200") == 12
+        assert grew("goldtrail_requests_total", method="POST", status_code="201") == 12
+        assert grew("goldtrail_events_appended_total", type="GoldLabelCreated") == 12
+        on_the_api_port = httpx.get(f"{base}/metrics", timeout=10)
+        assert on_the_api_port.status_code == 404
+        assert on_the_api_port.headers["content-type"].startswith("application/json")
+        assert "goldtrail_requests_total" not in on_the_api_port.text
+
+
+def test_with_a_metrics_port_the_app_answers_metrics_404_like_an_unknown_route(tmp_path):
+    settings = make_settings(f"sqlite:///{tmp_path / 'app.sqlite3'}", tmp_path, GOLDTRAIL_METRICS_PORT="9464")
+    migrate(settings.database_url)
+    with TestClient(app=create_app(settings)) as client:
+        metrics, unknown = client.get("/metrics"), client.get("/no-such-route")
+    assert_error(metrics, 404)
+    assert_error(unknown, 404)
+    assert metrics.json()["error"] == unknown.json()["error"].replace("/no-such-route", "/metrics")
+
+
+def test_serve_refuses_a_metrics_port_it_cannot_bind(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = clean_environment(
+            GOLDTRAIL_DATABASE_URL=f"sqlite:///{tmp_path / 'taken.sqlite3'}",
+            GOLDTRAIL_JWT_SECRET=SECRET,
+            GOLDTRAIL_METRICS_PORT=str(taken.getsockname()[1]),
+        )
+        result = subprocess.run(
+            [GOLDTRAIL, "serve", "--port", str(free_port())],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert "cannot serve metrics" in result.stderr and "Traceback" not in result.stderr

@@ -47,6 +47,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from service.http.auth import TokenVerifier
     from service.http.request_log import configure_logging
+    from service.http.server import guarded_protocol
     from service.storage.migrate import migrate
 
     TokenVerifier(settings)  # fail now, with a clear message, on an unusable key file
@@ -58,17 +59,47 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             "embedded mode: data in %s; mint a token with: goldtrail token --user alice --account acme",
             settings.data_dir,
         )
-    uvicorn.run(
-        "service.http.app:create_app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+    metrics_server = _serve_metrics(settings) if settings.metrics_port else None
+    try:
+        uvicorn.run(
+            "service.http.app:create_app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            http=guarded_protocol(settings),
+            ws="none",  # no WebSocket routes: an Upgrade request is served as plain HTTP
+            timeout_keep_alive=settings.keep_alive_seconds,
+        )
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
     return 0
+
+
+def _serve_metrics(settings: Settings):
+    """Serve /metrics on the metrics port, from this process: the serving parent, which outlives its
+    workers. With several workers it adds up the files they keep their metrics in."""
+    from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = REGISTRY  # one worker runs in this process
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    try:
+        server, _thread = start_http_server(settings.metrics_port, settings.metrics_host, registry=registry)
+    except OSError as error:
+        raise SettingsError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} "
+            f"(GOLDTRAIL_METRICS_HOST, GOLDTRAIL_METRICS_PORT): {error.strerror or error}"
+        ) from None
+    logger.info("metrics at http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:

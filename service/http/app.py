@@ -20,6 +20,7 @@ from service.http.errors import EXCEPTION_HANDLERS
 from service.http.health import healthz, readyz
 from service.http.labels import LABEL_ROUTES
 from service.http.request_log import configure_logging, logged
+from service.http.server import head_bytes, refuse_oversized_head
 from service.metrics import MetricsController
 from service.settings import Settings, load_settings
 from service.storage.database import Database
@@ -31,6 +32,10 @@ class GoldtrailApp(Litestar):
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
+            return
+        if head_bytes(scope) > self.state.settings.max_head_bytes:
+            # `goldtrail serve` refuses such heads before reading them whole; this holds under any ASGI server.
+            await logged(refuse_oversized_head, scope, receive, send)
             return
         if scope.get("method") == "OPTIONS":
             send = self._with_every_allowed_method(scope, send)
@@ -86,7 +91,8 @@ def create_app(settings: Settings) -> Litestar:
             await app.state.db.close()
 
     app = GoldtrailApp(
-        route_handlers=[_v1(), healthz, readyz, MetricsController],
+        # With a metrics port of its own, /metrics is served there (see `goldtrail serve`), not on the API port.
+        route_handlers=[_v1(), healthz, readyz, *([] if settings.metrics_port else [MetricsController])],
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
