@@ -49,8 +49,8 @@ def _ahead_of_its_predecessor(version: int, tx_id: int) -> str:
     )
 
 
-# Small batches: each is folded while its rows are still in the CPU's caches (about 15% less CPU per event
-# than batches of 10,000, measured over a million events).
+# Small batches: each is folded while its rows are still in the CPU's caches (less CPU per event than
+# batches of thousands; see `python -m tests.bench --only rebuild`).
 BATCH_SIZE = 300
 
 

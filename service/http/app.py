@@ -73,9 +73,9 @@ def _v1() -> Router:
 
 
 def _settle_garbage_collector() -> None:
-    """Keep the objects made at start-up (routes, schemas, SQLAlchemy metadata: about 130,000) out of every
+    """Keep the objects made at start-up (routes, schemas, the SQL layer: over a hundred thousand) out of every
     later collection. Otherwise each full collection, rare but due sooner or later, walks them all and
-    stalls every request in flight (70 ms measured on a 2-core machine)."""
+    stalls every request in flight for as long as that walk takes."""
     gc.collect()
     gc.freeze()
 
