@@ -66,6 +66,20 @@ def migration_lock(conn: sa.Connection, _database_url: str) -> Iterator[None]:
     yield
 
 
+_TABLES = (
+    "events",
+    "gold_labels",
+    "idempotency_keys",
+    "log_leaves",
+    "log_tiles",
+    "log_heads",
+    "log_checkpoints",
+    "log_cosignatures",
+    "log_progress",
+    "alembic_version",
+)
+
+
 def runtime_role_sql(role: str, database: str) -> list[str]:
     """Grants for the role the service runs as: it may append events but never change or remove one,
     so even a compromised service cannot rewrite history (the triggers are the second line)."""
@@ -75,10 +89,10 @@ def runtime_role_sql(role: str, database: str) -> list[str]:
         f"DO $$ BEGIN CREATE ROLE {name} LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$",
         f"GRANT CONNECT ON DATABASE {db} TO {name}",
         f"GRANT USAGE ON SCHEMA public TO {name}",
-        f"REVOKE ALL ON events, gold_labels, idempotency_keys, alembic_version FROM {name}",
-        f"GRANT SELECT, INSERT ON events TO {name}",
-        f"GRANT SELECT, INSERT, UPDATE ON gold_labels TO {name}",
-        f"GRANT SELECT, INSERT, UPDATE ON idempotency_keys TO {name}",
+        f"REVOKE ALL ON {', '.join(_TABLES)} FROM {name}",
+        f"GRANT SELECT, INSERT ON events, log_leaves, log_checkpoints, log_cosignatures TO {name}",
+        f"GRANT SELECT, INSERT, UPDATE ON gold_labels, idempotency_keys, log_tiles, log_heads TO {name}",
+        f"GRANT SELECT, UPDATE ON log_progress TO {name}",
         f"GRANT SELECT ON alembic_version TO {name}",
     ]
 

@@ -4,6 +4,8 @@
 - `gold_labels`: the read model, one row per label (deleted ones kept as tombstones, so ids are never
   reused and a run stays known), written only by folding events.
 - `idempotency_keys`: one row per (account, key), holding the first answer to replay on a retry.
+- `log_*`: each account's verifiable log (migration 0005): leaves, tiles of the Merkle tree, heads,
+  signed checkpoints and witnesses' cosignatures, and the integrator's progress through the feed.
 
 Times are DateTime(timezone=True): timestamptz on PostgreSQL, the fixed-width UTC text on SQLite.
 Every table's key starts with account_id, so they can be distributed by account.
@@ -49,6 +51,8 @@ events = sa.Table(
     sa.Column("hash", sa.String(64), nullable=False),
     # Filled by the database's default (see migration 0002); never written by goldtrail.
     sa.Column("tx_id", TransactionId, nullable=False),
+    # How the chain hash covers the payload: 1, its bytes; 2, its SHA-256 (see migration 0005).
+    sa.Column("chain", sa.SmallInteger, nullable=False, server_default="1"),
     # The arbiter of optimistic concurrency: one event per (stream, version).
     sa.UniqueConstraint("account_id", "stream_id", "version", name="uq_events_stream_version"),
     sa.Index("ix_events_account_position", "account_id", "position"),
@@ -99,4 +103,67 @@ idempotency_keys = sa.Table(
     sa.Column("status", sa.Integer, nullable=True),
     sa.Column("body", sa.Text, nullable=True),
     sa.Column("headers", sa.Text, nullable=True),
+)
+
+log_leaves = sa.Table(
+    "log_leaves",
+    metadata,
+    sa.Column("account_id", sa.String(255), primary_key=True),
+    sa.Column("log_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Index("uq_log_leaves_position", "account_id", "position", unique=True),
+)
+
+log_tiles = sa.Table(
+    "log_tiles",
+    metadata,
+    sa.Column("account_id", sa.String(255), primary_key=True),
+    sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("tile_index", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hashes", sa.LargeBinary, nullable=False),
+)
+
+log_heads = sa.Table(
+    "log_heads",
+    metadata,
+    sa.Column("account_id", sa.String(255), primary_key=True),
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("checkpoint_size", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("checkpoint_at", UTC_TIME, nullable=True),
+    sa.Index(
+        "ix_log_heads_unpublished",
+        "checkpoint_at",
+        postgresql_where=sa.text("tree_size > checkpoint_size"),
+        sqlite_where=sa.text("tree_size > checkpoint_size"),
+    ),
+)
+
+log_checkpoints = sa.Table(
+    "log_checkpoints",
+    metadata,
+    sa.Column("account_id", sa.String(255), primary_key=True),
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("signed_at", UTC_TIME, nullable=False),
+)
+
+log_cosignatures = sa.Table(
+    "log_cosignatures",
+    metadata,
+    sa.Column("account_id", sa.String(255), primary_key=True),
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("witness", sa.String(300), primary_key=True),
+    sa.Column("signature", sa.Text, nullable=False),
+    sa.Column("signed_at", UTC_TIME, nullable=False),
+)
+
+log_progress = sa.Table(
+    "log_progress",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("tx_id", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_log_progress_one_row"),
 )
