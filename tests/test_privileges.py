@@ -83,5 +83,5 @@ def test_runtime_role_sql_can_be_printed_for_a_dba(tmp_path):
         [GOLDTRAIL, "migrate", "--print-runtime-role-sql", "app"], env=env, capture_output=True, text=True, timeout=30
     )
     assert printed.returncode == 0
-    assert 'GRANT SELECT, INSERT ON events TO "app";' in printed.stdout
+    assert 'GRANT SELECT, INSERT ON events, log_leaves, log_checkpoints, log_cosignatures TO "app";' in printed.stdout
     assert "UPDATE ON events" not in printed.stdout and "DELETE" not in printed.stdout
