@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import SecurityScheme
 from litestar.routes import HTTPRoute
 
+from service.http import openapi
 from service.http.audit import AUDIT_ROUTES
 from service.http.auth import BearerAuthMiddleware, TokenVerifier
 from service.http.docs_page import SwaggerUIPage, docs_router
@@ -103,7 +104,7 @@ def create_app(settings: Settings) -> Litestar:
             description="Event-sourced audit trail for the gold labels of ML evaluation runs.",
             openapi_router=docs_router("/schema"),
             render_plugins=[SwaggerUIPage()],
-            components=Components(
+            components=openapi.Components(
                 security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
             security=[{"BearerAuth": []}],

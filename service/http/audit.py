@@ -12,7 +12,7 @@ from events.feed import BadCursor, FeedPoint
 from service.http import openapi
 from service.http.auth import AUDIT, requires
 from service.http.input import canonical_uuid, database, parse_count
-from service.http.views import encode, feed_event, history_entry
+from service.http.views import FeedPage, encode, feed_event, history_entry
 from service.usecases import audit
 from service.usecases.commands import InvalidInput
 
@@ -52,7 +52,7 @@ async def events_feed(
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     page, next_cursor = await audit.feed_page(db, request.user.account, point, size)
     events = [feed_event(*item) for item in page]
-    return Response(content=encode({"events": events, "next": next_cursor}), media_type="application/json")
+    return Response(content=encode(FeedPage(events=events, next=next_cursor)), media_type="application/json")
 
 
 async def _lines(first: audit.FeedItem | None, rest: AsyncIterator[audit.FeedItem]) -> AsyncIterator[bytes]:

@@ -12,10 +12,7 @@ from typing import Any
 import msgspec
 
 from events.types import NULL
-from service.usecases.commands import InvalidInput, LabelPatch, NewLabel
-
-MAX_NAME_LENGTH = 500  # keeps the unique index on names within PostgreSQL's btree entry size
-
+from service.usecases.commands import MAX_NAME_LENGTH, InvalidInput, LabelPatch, NewLabel
 
 # The object value stays raw JSON text; it is checked by decoding a copy.
 _create_decoder = msgspec.json.Decoder(NewLabel)

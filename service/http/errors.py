@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
 from service.http.request_log import request_id_of
-from service.http.views import etag
+from service.http.views import Uuid, encode, etag
 from service.storage.errors import DatabaseReadOnly, DatabaseUnavailable
 from service.storage.writes import KeptLosing
 from service.usecases.audit import PositionNotFound
@@ -19,9 +20,18 @@ from service.usecases.labels import DuplicateLabel, LabelNotFound, RunNotFound, 
 logger = logging.getLogger("goldtrail.errors")
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, **extra) -> Response:
+class Error(msgspec.Struct, frozen=True):
+    """Every error answer: one sentence a person can act on, and what it is about when that is known."""
+
+    error: str
+    field: str | msgspec.UnsetType = msgspec.UNSET  # the part of the request at fault
+    existing_id: Uuid | msgspec.UnsetType = msgspec.UNSET  # the live label that holds the output resource (409)
+    request_id: str | msgspec.UnsetType = msgspec.UNSET  # to find an internal error's log line (500)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **about: str | None) -> Response:
     return Response(
-        content={"error": message, **{k: v for k, v in extra.items() if v is not None}},
+        content=encode(Error(message, **{k: v for k, v in about.items() if v is not None})),
         status_code=status,
         headers=headers,
         media_type="application/json",

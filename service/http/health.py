@@ -7,13 +7,14 @@ from litestar.datastructures import State
 
 from service.http import openapi
 from service.http.errors import error_response
+from service.http.views import Status
 from service.settings import Settings
 from service.storage.errors import DatabaseReadOnly, DatabaseUnavailable
 
 
 @get("/healthz", operation_id="health", operation_class=openapi.HEALTH)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+async def healthz() -> Status:
+    return Status("ok")
 
 
 @get("/readyz", operation_id="readiness", operation_class=openapi.READINESS)
@@ -29,4 +30,4 @@ async def readyz(state: State) -> Response:
             f"not ready: the database is unreachable ({type(error).__name__})",
             headers={"Retry-After": str(settings.retry_after_seconds)},
         )
-    return Response(content={"status": "ready"})
+    return Response(content=Status("ready"))

@@ -1,10 +1,10 @@
-"""What the API returns: the documented `RunGoldLabel` with its ETag, history entries, feed events and
-digests, each encoded once."""
+"""What the API returns: the documented `RunGoldLabel` with its ETag, history entries, feed pages and
+health, each encoded once. These Structs are also what the OpenAPI schema is generated from."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -12,33 +12,45 @@ from events.feed import FeedPoint
 from events.types import NULL, RecordedEvent, format_time
 from projections.fold import LabelState
 from projections.history import Step
+from service.usecases.commands import ObjectValue
 from service.usecases.idempotency import StoredResponse
+
+# What the OpenAPI schema says of these strings beyond their Python type (encoding is unaffected).
+Uuid = Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
+Timestamp = Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+Version = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class RunGoldLabel(msgspec.Struct, frozen=True):
-    id: str
+    """A gold label: a text value or an object value, and who created and last updated it, when."""
+
+    id: Uuid
     account_id: str
-    run_id: str
+    run_id: Uuid
     output_resource_name: str
     text_value: str | None
-    object_value: msgspec.Raw
+    object_value: ObjectValue
     object_value_is_partial: bool | None
     created_by: str
-    created_at: str
+    created_at: Timestamp
     updated_by: str
-    updated_at: str
+    updated_at: Timestamp
 
 
 class Change(msgspec.Struct, frozen=True):
+    """One field's value before and after an event."""
+
     from_: Any = msgspec.field(name="from")
     to: Any = None
 
 
 class HistoryEntry(msgspec.Struct, frozen=True):
-    version: int
+    """One event of a label's history, the fields it changed and the label as it stood after it."""
+
+    version: Version
     type: str
     actor: str
-    recorded_at: str
+    recorded_at: Timestamp
     request_id: str
     reason: str | None
     changes: dict[str, Change]
@@ -48,19 +60,32 @@ class HistoryEntry(msgspec.Struct, frozen=True):
 
 
 class FeedEvent(msgspec.Struct, frozen=True):
+    """One event of the account's log, in feed order, with its place in the hash chain."""
+
     cursor: str
     position: int
-    label_id: str
-    run_id: str
-    version: int
+    label_id: Uuid
+    run_id: Uuid
+    version: Version
     type: str
     actor: str
-    recorded_at: str
+    recorded_at: Timestamp
     request_id: str
     reason: str | None
-    data: Any
+    data: Annotated[Any, msgspec.Meta(extra_json_schema={"type": "object"})]
     prev_hash: str
     hash: str
+
+
+class FeedPage(msgspec.Struct, frozen=True):
+    """A page of the feed, and the cursor to ask for the next one."""
+
+    events: list[FeedEvent]
+    next: str
+
+
+class Status(msgspec.Struct, frozen=True):
+    status: str
 
 
 _encoder = msgspec.json.Encoder()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -23,7 +24,9 @@ FeedItem = tuple[FeedPoint, RecordedEvent]
 
 
 class Digest(msgspec.Struct, frozen=True):
-    position: int
+    """The digest of an account's log up to and including the event at `position` (0: the empty log)."""
+
+    position: Annotated[int, msgspec.Meta(ge=0)]
     digest: str
 
 

@@ -3,6 +3,8 @@ actor, and the one error for a command that cannot be carried out as given."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 from events.types import NULL
@@ -17,22 +19,40 @@ class InvalidInput(Exception):
         self.field = field
 
 
-class NewLabel(msgspec.Struct, frozen=True):
-    """Create a label (POST). The object value is the exact JSON text sent."""
+MAX_NAME_LENGTH = 500  # keeps the unique index on names within PostgreSQL's btree entry size
 
-    output_resource_name: str
+# What the OpenAPI schema says of these fields beyond their Python type. Schema only: decoding keeps the raw
+# object text, and the name's length is checked after decoding, with a message of its own (see http/bodies.py).
+ObjectValue = Annotated[
+    msgspec.Raw, msgspec.Meta(extra_json_schema={"type": ["object", "null"], "additionalProperties": True})
+]
+ResourceName = Annotated[str, msgspec.Meta(extra_json_schema={"minLength": 1, "maxLength": MAX_NAME_LENGTH})]
+
+
+def _null() -> msgspec.Raw:
+    return NULL
+
+
+# A default factory rather than a default: msgspec cannot write a Raw default into the JSON schema.
+_ABSENT_OBJECT = msgspec.field(default_factory=_null)
+
+
+class NewLabel(msgspec.Struct, frozen=True):
+    """Create a label (POST). The object value is the exact JSON text sent; null is the same as absent."""
+
+    output_resource_name: ResourceName
     text_value: str | None = None
-    object_value: msgspec.Raw = NULL
+    object_value: ObjectValue = _ABSENT_OBJECT
     object_value_is_partial: bool | None = None
 
 
 class LabelPatch(msgspec.Struct, frozen=True):
-    """Update a label's value (PUT): absent and null both mean 'leave as it is'."""
+    """Update a label's value (PUT): absent and null both mean 'leave as it is'; the name can only be sent back."""
 
     text_value: str | None = None
-    object_value: msgspec.Raw = NULL
+    object_value: ObjectValue = _ABSENT_OBJECT
     object_value_is_partial: bool | None = None
-    output_resource_name: str | None = None
+    output_resource_name: ResourceName | None = None
 
 
 class Actor(msgspec.Struct, frozen=True):
