@@ -35,7 +35,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_seconds: int = 2
     idempotency_retention_seconds: int = 24 * 3600
     log_level: str = "INFO"
-    # The HTTP server's guard against hostile and slow clients (service/http_server.py).
+    # The HTTP server's guard against hostile and slow clients (service/http/server.py).
     max_head_bytes: int = 64 * 1024
     head_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 30.0
@@ -51,10 +51,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return bool(self.jwt_public_key_files or self.jwt_jwks_file)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+# Each default is written once, on its Settings field; a variable that is unset or empty leaves it.
+_DEFAULTS = {
+    field.name: field.default for field in msgspec.structs.fields(Settings) if field.default is not msgspec.NODEFAULT
+}
+
+
+def _variable(field: str) -> str:
+    return f"GOLDTRAIL_{field.upper()}"
+
+
+def _text(env: Mapping[str, str], field: str) -> str | None:
+    return env.get(_variable(field)) or _DEFAULTS[field]
+
+
+def _int(env: Mapping[str, str], field: str, minimum: int = 0) -> int | None:
+    name = _variable(field)
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return _DEFAULTS[field]
     try:
         value = int(raw)
     except ValueError:
@@ -64,10 +79,11 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
+def _float(env: Mapping[str, str], field: str) -> float:
+    name = _variable(field)
     raw = env.get(name)
     if raw is None or raw == "":
-        return default
+        return _DEFAULTS[field]
     try:
         value = float(raw)
     except ValueError:
@@ -117,10 +133,10 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def _port(env: Mapping[str, str], name: str) -> int | None:
-    port = _int(env, name, 0, minimum=1) or None
+def _port(env: Mapping[str, str], field: str) -> int | None:
+    port = _int(env, field, minimum=1)
     if port is not None and port > 65535:
-        raise SettingsError(f"{name} must be a TCP port (1 to 65535), got {port}")
+        raise SettingsError(f"{_variable(field)} must be a TCP port (1 to 65535), got {port}")
     return port
 
 
@@ -177,21 +193,21 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         jwt_public_key_files=public_keys,
         jwt_jwks_file=jwks,
         jwt_algorithms=algorithms,
-        jwt_issuer=env.get("GOLDTRAIL_JWT_ISSUER") or None,
-        jwt_audience=env.get("GOLDTRAIL_JWT_AUDIENCE") or None,
-        jwt_leeway_seconds=_int(env, "GOLDTRAIL_JWT_LEEWAY_SECONDS", 0),
-        account_claim=env.get("GOLDTRAIL_ACCOUNT_CLAIM") or "account_id",
-        max_body_bytes=_int(env, "GOLDTRAIL_MAX_BODY_BYTES", 1024 * 1024, minimum=1024),
-        max_object_depth=_int(env, "GOLDTRAIL_MAX_OBJECT_DEPTH", 64, minimum=1),
-        db_pool_size=_int(env, "GOLDTRAIL_DB_POOL_SIZE", 10, minimum=1),
-        db_timeout_seconds=_float(env, "GOLDTRAIL_DB_TIMEOUT_SECONDS", 5.0),
-        retry_after_seconds=_int(env, "GOLDTRAIL_RETRY_AFTER_SECONDS", 2, minimum=1),
-        idempotency_retention_seconds=_int(env, "GOLDTRAIL_IDEMPOTENCY_RETENTION_SECONDS", 24 * 3600, minimum=1),
-        log_level=(env.get("GOLDTRAIL_LOG_LEVEL") or "INFO").upper(),
-        max_head_bytes=_int(env, "GOLDTRAIL_MAX_HEAD_BYTES", 64 * 1024, minimum=1024),
-        head_timeout_seconds=_float(env, "GOLDTRAIL_HEAD_TIMEOUT_SECONDS", 5.0),
-        body_timeout_seconds=_float(env, "GOLDTRAIL_BODY_TIMEOUT_SECONDS", 30.0),
-        keep_alive_seconds=_float(env, "GOLDTRAIL_KEEP_ALIVE_SECONDS", 5.0),
-        metrics_port=_port(env, "GOLDTRAIL_METRICS_PORT"),
-        metrics_host=env.get("GOLDTRAIL_METRICS_HOST") or "127.0.0.1",
+        jwt_issuer=_text(env, "jwt_issuer"),
+        jwt_audience=_text(env, "jwt_audience"),
+        jwt_leeway_seconds=_int(env, "jwt_leeway_seconds"),
+        account_claim=_text(env, "account_claim"),
+        max_body_bytes=_int(env, "max_body_bytes", minimum=1024),
+        max_object_depth=_int(env, "max_object_depth", minimum=1),
+        db_pool_size=_int(env, "db_pool_size", minimum=1),
+        db_timeout_seconds=_float(env, "db_timeout_seconds"),
+        retry_after_seconds=_int(env, "retry_after_seconds", minimum=1),
+        idempotency_retention_seconds=_int(env, "idempotency_retention_seconds", minimum=1),
+        log_level=_text(env, "log_level").upper(),
+        max_head_bytes=_int(env, "max_head_bytes", minimum=1024),
+        head_timeout_seconds=_float(env, "head_timeout_seconds"),
+        body_timeout_seconds=_float(env, "body_timeout_seconds"),
+        keep_alive_seconds=_float(env, "keep_alive_seconds"),
+        metrics_port=_port(env, "metrics_port"),
+        metrics_host=_text(env, "metrics_host"),
     )
