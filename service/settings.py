@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 DEFAULT_DATA_DIR = ".goldtrail"
+LOG_FORMATS = ("auto", "json", "text")
 DEV_SECRET_FILE = "dev-jwt-secret"
 
 
@@ -35,6 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_seconds: int = 2
     idempotency_retention_seconds: int = 24 * 3600
     log_level: str = "INFO"
+    # json (what log shippers read), text (a line a person reads), or auto: text when stderr is a terminal.
+    log_format: str = "auto"
     # The HTTP server's guard against hostile and slow clients (service/http/server.py).
     max_head_bytes: int = 64 * 1024
     head_timeout_seconds: float = 5.0
@@ -90,6 +93,14 @@ def _float(env: Mapping[str, str], field: str) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
     if value <= 0:
         raise SettingsError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], field: str, choices: tuple[str, ...]) -> str:
+    name = _variable(field)
+    value = _text(env, field).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {env[name]!r}")
     return value
 
 
@@ -204,6 +215,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         retry_after_seconds=_int(env, "retry_after_seconds", minimum=1),
         idempotency_retention_seconds=_int(env, "idempotency_retention_seconds", minimum=1),
         log_level=_text(env, "log_level").upper(),
+        log_format=_choice(env, "log_format", LOG_FORMATS),
         max_head_bytes=_int(env, "max_head_bytes", minimum=1024),
         head_timeout_seconds=_float(env, "head_timeout_seconds"),
         body_timeout_seconds=_float(env, "body_timeout_seconds"),

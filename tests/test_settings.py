@@ -31,6 +31,7 @@ SET_VALUES = [
     ("retry_after_seconds", "9", 9),
     ("idempotency_retention_seconds", "60", 60),
     ("log_level", "debug", "DEBUG"),
+    ("log_format", "Text", "text"),
     ("max_head_bytes", "4096", 4096),
     ("head_timeout_seconds", "2.5", 2.5),
     ("body_timeout_seconds", "12", 12.0),
@@ -93,6 +94,7 @@ def test_each_variable_sets_its_field(field, raw, value):
         ("GOLDTRAIL_KEEP_ALIVE_SECONDS", "x", "GOLDTRAIL_KEEP_ALIVE_SECONDS must be a number of seconds, got 'x'"),
         ("GOLDTRAIL_METRICS_PORT", "0", "GOLDTRAIL_METRICS_PORT must be at least 1, got 0"),
         ("GOLDTRAIL_METRICS_PORT", "65536", "GOLDTRAIL_METRICS_PORT must be a TCP port (1 to 65535), got 65536"),
+        ("GOLDTRAIL_LOG_FORMAT", "xml", "GOLDTRAIL_LOG_FORMAT must be one of auto, json, text, got 'xml'"),
     ],
 )
 def test_unusable_values_are_refused_naming_the_variable_and_its_minimum(name, value, message):

@@ -51,7 +51,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from service.storage.migrate import migrate
 
     TokenVerifier(settings)  # fail now, with a clear message, on an unusable key file
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     revision = migrate(settings.database_url, settings.db_timeout_seconds)
     logger.info("schema is at migration %s", revision)
     if settings.embedded:

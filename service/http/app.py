@@ -97,7 +97,7 @@ def create_app(settings: Settings) -> Litestar:
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
-        logging_config=None,  # logging is configured once, as JSON lines, by configure_logging
+        logging_config=None,  # logging is configured once, as JSON lines or text, by configure_logging
         openapi_config=OpenAPIConfig(
             title="goldtrail",
             version="0.1.0",
@@ -118,5 +118,5 @@ def create_app(settings: Settings) -> Litestar:
 def create_app_from_environment() -> Litestar:
     """The factory `goldtrail serve` gives the server: settings read once, from GOLDTRAIL_*."""
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return create_app(settings)
