@@ -2,6 +2,9 @@
 
 The input is a canonical JSON array of the event's stored fields (the payload as its stored
 bytes), so anyone can recompute it from the table alone, without goldtrail's code.
+events.canonical specifies these bytes and computes them with the standard library alone (for offline
+verifiers, and for chain format 2); the service hashes with msgspec here because a replay hashes every
+event and msgspec is about twice as fast. Tests pin the two to the same bytes for any text.
 """
 
 from __future__ import annotations
