@@ -1,0 +1,517 @@
+"""Offline verification of an account's exported log and of a label version's proof bundle: what
+`goldtrail verify-log` and `goldtrail verify-proof` run, with no database, settings or network.
+Standard library and `cryptography` only.
+
+Export line (JSON Lines, one event per line, in log order):
+    {"log_index": 0, "label_id": "…", "run_id": "…", "version": 1, "type": "GoldLabelCreated",
+     "actor": "alice", "recorded_at": "2026-01-02T03:04:05.060708Z", "request_id": "…", "reason": null,
+     "prev_hash": "<64 hex>", "hash": "<64 hex>", "chain": 1, "payload": "<the stored payload JSON text>"}
+`chain` is the hash format (events.canonical): 1 hashes the payload text, 2 its SHA-256. A format 2 event
+may carry `payload_sha256` (lowercase hex) instead of, or beside, `payload` (an erased payload leaves only
+the digest); where both are present they must agree. `account_id` may be present and must then be the
+checkpoint's account. Other fields are ignored.
+
+The checkpoint names the account: its origin is `<log name>/<account id>` with the account id
+percent-encoded (`log_origin`), so it never holds a '/'. The verifier key is named either for the log
+(the origin is `<key name>/<account id>`) or for that account's log (the origin is the key name, as
+tlog-checkpoint recommends); `origin_account` reads both. An `account_id` given to the verifier must be
+the one the origin names.
+
+Proof bundle (a JSON document):
+    {"format": "goldtrail-proof/v1", "account_id": "…", "run_id": "…", "label_id": "…", "version": V,
+     "events": [the label's events 1..V in the export line shape, each with its log_index],
+     "proof": "<c2sp.org/tlog-proof@v1 text for version V's entry>"}
+The inclusion proof covers version V's chain hash; its prev_hash chain covers versions 1..V-1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote
+
+from events.canonical import GENESIS_HASH, hash_fields, hash_fields_v2, payload_digest
+from events.merkle import CompactRange, ProofError, leaf_hash, verify_inclusion
+from events.note import Checkpoint, NoteError, Verifier, open_note, parse_checkpoint, parse_proof, parse_vkey
+
+BUNDLE_FORMAT = "goldtrail-proof/v1"
+MAX_PROBLEMS = 100
+"""A report keeps the first problems only (it still counts them all)."""
+
+_HEX64 = re.compile(r"[0-9a-f]{64}", re.ASCII)
+
+
+class _Bad(Exception):
+    """One entry is unusable; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedEvent:
+    log_index: int
+    label_id: str
+    run_id: str
+    version: int
+    type: str
+    actor: str
+    recorded_at: str
+    request_id: str
+    reason: str | None
+    prev_hash: str
+    hash: str
+    chain: int
+    payload: str | None = None
+    payload_sha256: str | None = None
+    account_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The export line's object (fields that are None and optional are left out)."""
+        line = {
+            "log_index": self.log_index,
+            "label_id": self.label_id,
+            "run_id": self.run_id,
+            "version": self.version,
+            "type": self.type,
+            "actor": self.actor,
+            "recorded_at": self.recorded_at,
+            "request_id": self.request_id,
+            "reason": self.reason,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+            "chain": self.chain,
+        }
+        for name in ("payload", "payload_sha256", "account_id"):
+            if getattr(self, name) is not None:
+                line[name] = getattr(self, name)
+        return line
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        names = [name for name, _ in pairs]
+        raise _Bad(f"the key {next(n for n in names if names.count(n) > 1)!r} appears twice")
+    return found
+
+
+def _loads(text: str | bytes) -> Any:
+    """JSON that means one thing to every reader: duplicate keys are refused, as are NaN and Infinity."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Bad("not valid UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _Bad("not JSON: nested too deeply") from None
+    except ValueError as error:
+        raise _Bad(f"not JSON ({error})") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Bad(f"not JSON: {name} is not a JSON value")
+
+
+def _field(line: dict[str, Any], name: str, kinds: tuple[type, ...], required: bool = True) -> Any:
+    if name not in line:
+        if required:
+            raise _Bad(f"the field {name!r} is missing")
+        return None
+    value = line[name]
+    # bool is an int in Python, never in an export.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+        raise _Bad(f"the field {name!r} must be {names}, not {json.dumps(value)[:40]}")
+    return value
+
+
+def _hex64(line: dict[str, Any], name: str, required: bool = True) -> str | None:
+    value = _field(line, name, (str,), required)
+    if value is not None and not _HEX64.fullmatch(value):
+        raise _Bad(f"the field {name!r} is not 64 lowercase hex digits")
+    return value
+
+
+def parse_event(line: Any) -> ExportedEvent:
+    """An export line's object, checked for shape (not for its hash). Raises ValueError naming the field."""
+    try:
+        return _parse_event(line)
+    except _Bad as error:
+        raise ValueError(str(error)) from None
+
+
+def _parse_event(line: Any) -> ExportedEvent:
+    if not isinstance(line, dict):
+        raise _Bad("not a JSON object")
+    log_index = _field(line, "log_index", (int,))
+    version = _field(line, "version", (int,))
+    if log_index < 0:
+        raise _Bad(f"log_index {log_index} is negative")
+    if version < 1:
+        raise _Bad(f"version {version} is not 1 or more")
+    chain = _field(line, "chain", (int,))
+    if chain not in (1, 2):
+        raise _Bad(f"chain format {chain} is unknown (1 or 2)")
+    event = ExportedEvent(
+        log_index=log_index,
+        label_id=_field(line, "label_id", (str,)),
+        run_id=_field(line, "run_id", (str,)),
+        version=version,
+        type=_field(line, "type", (str,)),
+        actor=_field(line, "actor", (str,)),
+        recorded_at=_field(line, "recorded_at", (str,)),
+        request_id=_field(line, "request_id", (str,)),
+        reason=_field(line, "reason", (str, type(None))),
+        prev_hash=_hex64(line, "prev_hash"),  # type: ignore[arg-type]
+        hash=_hex64(line, "hash"),  # type: ignore[arg-type]
+        chain=chain,
+        payload=_field(line, "payload", (str,), required=False),
+        payload_sha256=_hex64(line, "payload_sha256", required=False),
+        account_id=_field(line, "account_id", (str,), required=False),
+    )
+    if event.payload is None and (chain == 1 or event.payload_sha256 is None):
+        raise _Bad("the field 'payload' is missing" + ("" if chain == 1 else " (and so is 'payload_sha256')"))
+    return event
+
+
+def event_hash(account_id: str, event: ExportedEvent) -> str:
+    """The chain hash the event's fields give, in its chain format. Raises ValueError if the payload and
+    its digest disagree or a text cannot be hashed."""
+    try:
+        return _event_hash(account_id, event)
+    except _Bad as error:
+        raise ValueError(str(error)) from None
+
+
+def _event_hash(account_id: str, event: ExportedEvent) -> str:
+    try:
+        digest = None if event.payload is None else payload_digest(event.payload)
+        if digest is not None and event.payload_sha256 is not None and digest != event.payload_sha256:
+            raise _Bad("payload_sha256 is not the SHA-256 of the payload")
+        fields = (account_id, event.label_id, event.version, event.run_id, event.type)
+        rest = (event.actor, event.recorded_at, event.request_id, event.reason, event.prev_hash)
+        if event.chain == 1:
+            return hash_fields(*fields, event.payload, *rest)  # type: ignore[arg-type]
+        return hash_fields_v2(*fields, digest or event.payload_sha256, *rest)  # type: ignore[arg-type]
+    except UnicodeEncodeError:
+        raise _Bad("a text field holds a lone surrogate, which no stored event can") from None
+
+
+def _entry_problem(account_id: str, event: ExportedEvent) -> str | None:
+    if event.account_id is not None and event.account_id != account_id:
+        return f"account_id {event.account_id!r} is not the checkpoint's account {account_id!r}"
+    if _event_hash(account_id, event) != event.hash:
+        return "its fields do not hash to its hash: the event was altered after it was written"
+    return None
+
+
+class _Links:
+    """Each label's newest hash and version, to check prev_hash links and gapless versions."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[str, int]] = {}
+
+    def problem(self, event: ExportedEvent) -> str | None:
+        previous_hash, previous_version = self.last.get(event.label_id, (GENESIS_HASH, 0))
+        self.last[event.label_id] = (event.hash, event.version)
+        if event.version != previous_version + 1:
+            if previous_version == 0:
+                return f"the label's first event is version {event.version}, not 1"
+            return f"version {event.version} follows version {previous_version} of its label"
+        if event.prev_hash != previous_hash:
+            if previous_version == 0:
+                return f"version 1 must have prev_hash {GENESIS_HASH[:8]}…, the chain's start"
+            return f"prev_hash is not the hash of version {previous_version} of its label"
+        return None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What is wrong, and where: the export line (1-based), and the entry's log index, label and version
+    when they could be read."""
+
+    problem: str
+    line: int | None = None
+    log_index: int | None = None
+    label_id: str | None = None
+    version: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.log_index is not None:
+            where.append(f"log index {self.log_index}")
+        if self.label_id is not None:
+            where.append(f"label {self.label_id} version {self.version}")
+        return f"{', '.join(where)}: {self.problem}" if where else self.problem
+
+
+@dataclass
+class Report:
+    """The outcome of verify_log: `ok` when the checkpoint verifies and every entry checks out."""
+
+    origin: str | None = None
+    account_id: str | None = None
+    tree_size: int | None = None
+    entries: int = 0
+    """Entries read (lines that held an event)."""
+    covered: int = 0
+    """Entries within the checkpoint's tree size."""
+    beyond: int = 0
+    """Entries after the checkpoint's tree size: their chains are checked, but no checkpoint covers them."""
+    labels: int = 0
+    problem_count: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    @property
+    def first(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def add(self, problem: Problem) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def summary(self) -> str:
+        head = (
+            f"{self.entries:,} entries of {self.labels:,} labels; checkpoint {self.origin} size {self.tree_size}"
+            if self.origin is not None
+            else "no trusted checkpoint"
+        )
+        if self.beyond:
+            head += f"; {self.beyond:,} entries after the checkpoint (chains checked, not covered)"
+        if self.ok:
+            return f"OK: {head}"
+        return f"FAILED ({self.problem_count:,} problems; the first: {self.first}): {head}"
+
+
+def log_origin(log_name: str, account_id: str) -> str:
+    """The checkpoint origin of an account's log: `<log name>/<account id>`, the account id percent-encoded
+    (RFC 3986, every byte but letters, digits and `-._~`), so that any id makes one line without '/',
+    spaces or '+' (and so can also serve as a key name)."""
+    return f"{log_name}/{quote(account_id, safe='')}"
+
+
+def origin_account(origin: str, key_name: str) -> str:
+    """The account id of a checkpoint origin signed by the key `key_name`. The key is either named for the
+    log (origin `<key name>/<account id>`) or for the account's log itself (origin == key name, account id
+    after its last '/'). Raises NoteError otherwise."""
+    if origin == key_name:
+        log_name, _, encoded = origin.rpartition("/")
+    elif origin.startswith(key_name + "/"):
+        log_name, encoded = key_name, origin[len(key_name) + 1 :]
+    else:
+        raise NoteError(f"the checkpoint's origin {origin!r} is not a log of the key {key_name!r}")
+    if not log_name or not encoded or "/" in encoded:
+        raise NoteError(f"the checkpoint's origin {origin!r} is not <log name>/<account id>")
+    try:
+        account_id = unquote(encoded, errors="strict")
+        canonical = quote(account_id, safe="")
+    except UnicodeError:
+        canonical = None
+    if canonical != encoded:
+        raise NoteError(f"the account id in the checkpoint's origin {origin!r} is not percent-encoded canonically")
+    return account_id
+
+
+def _trusted_checkpoint(checkpoint_note: str, vkey: str | Verifier, account_id: str | None) -> tuple[Checkpoint, str]:
+    """The checkpoint and its account, once its signature, origin and account check out; NoteError otherwise."""
+    verifier = vkey if isinstance(vkey, Verifier) else parse_vkey(vkey)
+    checkpoint = parse_checkpoint(open_note(checkpoint_note, verifier))
+    account = origin_account(checkpoint.origin, verifier.name)
+    if account_id is not None and account != account_id:
+        raise NoteError(f"the checkpoint's origin {checkpoint.origin!r} is the log of {account!r}, not {account_id!r}")
+    return checkpoint, account
+
+
+def verify_log(
+    lines: Iterable[str | bytes], checkpoint_note: str, vkey: str | Verifier, account_id: str | None = None
+) -> Report:
+    """Check an account's exported log against its signed checkpoint: the signature and origin (see
+    `origin_account`), every entry's chain hash, each label's prev_hash links and gapless versions, log indexes
+    0, 1, 2, … without gaps or repeats, at least the checkpoint's size of entries, and the Merkle root of
+    the first `size` entries' chain hashes. Never raises on bad input: every problem is in the report."""
+    report = Report()
+    try:
+        checkpoint, account = _trusted_checkpoint(checkpoint_note, vkey, account_id)
+    except (NoteError, ValueError, TypeError) as error:
+        report.add(Problem(f"checkpoint refused: {error}"))
+        return report
+    report.origin, report.account_id, report.tree_size = checkpoint.origin, account, checkpoint.size
+    tree = CompactRange()
+    links = _Links()
+    expected = 0
+    for number, text in enumerate(lines, start=1):
+        if not (text.strip() if isinstance(text, str | bytes | bytearray) else text):
+            continue
+        event = None
+        try:
+            event = _parse_event(_loads(text))
+            report.entries += 1
+            problem = _entry_problem(account, event)
+            if problem is None and event.log_index != expected:
+                if event.log_index > expected:
+                    missing = f"{expected}" if event.log_index == expected + 1 else f"{expected}–{event.log_index - 1}"
+                    problem = f"comes where log index {expected} was expected: log index {missing} is missing"
+                else:
+                    problem = f"comes after log index {expected - 1}: log indexes must increase one by one"
+            expected = max(expected, event.log_index + 1)
+            link_problem = links.problem(event)
+            problem = problem or link_problem
+            if tree.size < checkpoint.size:
+                tree.append(leaf_hash(bytes.fromhex(event.hash)))
+                report.covered += 1
+            else:
+                report.beyond += 1
+        except _Bad as error:
+            problem = str(error)
+        except (TypeError, ValueError, UnicodeError) as error:  # defensive: garbage must never crash a verifier
+            problem = f"cannot be checked ({error})"
+        if problem is not None:
+            report.add(
+                Problem(problem, number, *(() if event is None else (event.log_index, event.label_id, event.version)))
+            )
+    report.labels = len(links.last)
+    if tree.size < checkpoint.size:
+        report.add(
+            Problem(
+                f"the export ends after {tree.size:,} entries but the checkpoint covers {checkpoint.size:,}: "
+                f"log index {tree.size} onwards is missing",
+                log_index=tree.size,
+            )
+        )
+    elif tree.root() != checkpoint.root:
+        report.add(
+            Problem(
+                f"the Merkle root of log indexes 0–{checkpoint.size - 1} is not the checkpoint's: "
+                "the export is not the log the checkpoint was signed for"
+            )
+        )
+    return report
+
+
+def verify_tlog_proof(proof: str, entry_hash: bytes, vkey: str | Verifier) -> tuple[Checkpoint, int]:
+    """Check a tlog-proof@v1 text for an entry (its 32 bytes, before leaf hashing) against the log's key:
+    the checkpoint's signature, its origin (an account's log of that key, see `origin_account`), and the
+    inclusion of leaf_hash(entry) at the proof's index.
+    Returns the checkpoint and the index; raises NoteError or ProofError naming what failed."""
+    verifier = vkey if isinstance(vkey, Verifier) else parse_vkey(vkey)
+    parsed = parse_proof(proof)
+    checkpoint = parse_checkpoint(open_note(parsed.checkpoint, verifier))
+    origin_account(checkpoint.origin, verifier.name)
+    verify_inclusion(leaf_hash(entry_hash), parsed.index, checkpoint.size, parsed.path, checkpoint.root)
+    return checkpoint, parsed.index
+
+
+@dataclass(frozen=True)
+class BundleReport:
+    """The outcome of verify_bundle: `problem` is None when the label version is proven."""
+
+    problem: str | None
+    account_id: str | None = None
+    run_id: str | None = None
+    label_id: str | None = None
+    version: int | None = None
+    log_index: int | None = None
+    tree_size: int | None = None
+    origin: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def summary(self) -> str:
+        if self.problem is not None:
+            return f"FAILED: {self.problem}"
+        return (
+            f"OK: label {self.label_id} version {self.version} of run {self.run_id} (account {self.account_id}) "
+            f"is entry {self.log_index} of {self.origin} at tree size {self.tree_size}"
+        )
+
+
+def bundle_json(account_id: str, run_id: str, label_id: str, events: list[ExportedEvent], proof: str) -> str:
+    """A proof bundle for the label version of the last of `events` (versions 1..V of one label)."""
+    return json.dumps(
+        {
+            "format": BUNDLE_FORMAT,
+            "account_id": account_id,
+            "run_id": run_id,
+            "label_id": label_id,
+            "version": events[-1].version if events else 0,
+            "events": [event.to_json() for event in events],
+            "proof": proof,
+        },
+        ensure_ascii=False,
+    )
+
+
+def verify_bundle(bundle_text: str | bytes, vkey: str | Verifier) -> BundleReport:
+    """Check a label version's proof bundle offline: the checkpoint's signature, origin and account, every
+    event's chain hash and links from version 1, and the inclusion of the version's chain hash at its log
+    index in the checkpoint's tree. Never raises on bad input."""
+    known: dict[str, Any] = {}
+    try:
+        _check_bundle(bundle_text, vkey, known)
+    except (_Bad, NoteError, ProofError) as error:
+        return BundleReport(str(error), **known)
+    except (TypeError, ValueError, UnicodeError) as error:  # defensive: garbage must never crash a verifier
+        return BundleReport(f"the bundle cannot be checked ({error})", **known)
+    return BundleReport(None, **known)
+
+
+def _check_bundle(bundle_text: str | bytes, vkey: str | Verifier, known: dict[str, Any]) -> None:
+    document = _loads(bundle_text)
+    if not isinstance(document, dict):
+        raise _Bad("the bundle is not a JSON object")
+    if document.get("format") != BUNDLE_FORMAT:
+        raise _Bad(f"the bundle's format is not {BUNDLE_FORMAT!r}")
+    for name, kinds in (("account_id", (str,)), ("run_id", (str,)), ("label_id", (str,)), ("version", (int,))):
+        known[name] = _field(document, name, kinds)
+    version = known["version"]
+    events = _field(document, "events", (list,))
+    proof = _field(document, "proof", (str,))
+    if version < 1 or len(events) != version:
+        raise _Bad(f"the bundle proves version {version} but holds {len(events)} events (versions 1 to {version})")
+    try:
+        parsed = parse_proof(proof)
+    except NoteError as error:
+        raise NoteError(f"the bundle's proof: {error}") from None
+    try:
+        checkpoint, _ = _trusted_checkpoint(parsed.checkpoint, vkey, known["account_id"])
+    except NoteError as error:
+        raise NoteError(f"checkpoint refused: {error}") from None
+    known["origin"], known["tree_size"] = checkpoint.origin, checkpoint.size
+    links = _Links()
+    previous_index = -1
+    for position, line in enumerate(events):
+        try:
+            event = _parse_event(line)
+        except _Bad as error:
+            raise _Bad(f"event {position + 1} of the bundle: {error}") from None
+        where = f"version {event.version} (log index {event.log_index})"
+        if event.version != position + 1:
+            raise _Bad(f"event {position + 1} of the bundle is version {event.version}")
+        if event.label_id != known["label_id"] or event.run_id != known["run_id"]:
+            raise _Bad(f"{where} is not an event of label {known['label_id']} in run {known['run_id']}")
+        problem = _entry_problem(known["account_id"], event) or links.problem(event)
+        if problem is not None:
+            raise _Bad(f"{where}: {problem}")
+        if event.log_index <= previous_index:
+            raise _Bad(f"{where} comes before version {event.version - 1} in the log (log index {previous_index})")
+        previous_index = event.log_index
+    known["log_index"] = event.log_index  # the events are versions 1..version, so there is a last one
+    if parsed.index != event.log_index:
+        raise _Bad(f"the inclusion proof is for log index {parsed.index}, not version {version}'s {event.log_index}")
+    try:
+        leaf = leaf_hash(bytes.fromhex(event.hash))
+        verify_inclusion(leaf, parsed.index, checkpoint.size, parsed.path, checkpoint.root)
+    except ProofError as error:
+        raise ProofError(f"version {version} is not in the checkpoint's tree: {error}") from None
