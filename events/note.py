@@ -180,7 +180,7 @@ def parse_vkey(text: str) -> Verifier:
 
 def parse_private_key(text: str) -> Signer:
     """A signer from its private key text; the key ID must be the one its name, type and key give."""
-    if not isinstance(text, str) or not text.startswith("PRIVATE+KEY+"):
+    if not isinstance(text, str) or not text.strip().startswith("PRIVATE+KEY+"):
         raise NoteError("a private key text starts with PRIVATE+KEY+")
     name, given_id, kind, seed = _split_key(text.strip()[len("PRIVATE+KEY+") :], "private key")
     signer = Signer(name, kind, Ed25519PrivateKey.from_private_bytes(seed))

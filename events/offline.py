@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -50,6 +50,8 @@ class _Bad(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ExportedEvent:
+    """One export line: an event as its account's log holds it (see the module docstring)."""
+
     log_index: int
     label_id: str
     run_id: str
@@ -332,6 +334,24 @@ def _trusted_checkpoint(checkpoint_note: str, vkey: str | Verifier, account_id: 
     return checkpoint, account
 
 
+def _numbered(lines: Iterable[str | bytes], report: Report) -> Iterator[tuple[int, str | bytes]]:
+    """The lines with their 1-based numbers; a text file that is not UTF-8 ends the reading with a problem
+    instead of an exception (a file opened in binary mode has each bad line named instead)."""
+    iterator = iter(lines)
+    number = 0
+    while True:
+        try:
+            text = next(iterator)
+        except StopIteration:
+            return
+        except UnicodeDecodeError as error:
+            # A text file decodes ahead of the lines it hands out, so the bad line cannot be located here.
+            report.add(Problem(f"the export is not valid UTF-8 ({error.reason}); {number:,} lines were read"))
+            return
+        number += 1
+        yield number, text
+
+
 def verify_log(
     lines: Iterable[str | bytes], checkpoint_note: str, vkey: str | Verifier, account_id: str | None = None
 ) -> Report:
@@ -349,7 +369,7 @@ def verify_log(
     tree = CompactRange()
     links = _Links()
     expected = 0
-    for number, text in enumerate(lines, start=1):
+    for number, text in _numbered(lines, report):
         if not (text.strip() if isinstance(text, str | bytes | bytearray) else text):
             continue
         event = None
@@ -391,7 +411,7 @@ def verify_log(
     elif tree.root() != checkpoint.root:
         report.add(
             Problem(
-                f"the Merkle root of log indexes 0–{checkpoint.size - 1} is not the checkpoint's: "
+                f"the Merkle root of the first {checkpoint.size:,} entries is not the checkpoint's: "
                 "the export is not the log the checkpoint was signed for"
             )
         )

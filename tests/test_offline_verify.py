@@ -474,6 +474,18 @@ def test_ambiguous_json_is_refused():
     assert "cannot be checked" in first_problem([42, *lines]).problem  # not even text
 
 
+def test_an_export_file_that_is_not_utf8_is_a_problem_not_a_crash(tmp_path):
+    events = build_log()
+    export = tmp_path / "export.jsonl"
+    export.write_bytes("".join(lines_of(events[:3])).encode() + b"\xff\xfe\n" + "".join(lines_of(events[3:])).encode())
+    with export.open(encoding="utf-8") as text_file:
+        report = verify_log(text_file, checkpoint(events), VKEY)
+    assert not report.ok and "not valid UTF-8" in report.first.problem
+    with export.open("rb") as binary_file:
+        problem = verify_log(binary_file, checkpoint(events), VKEY).first
+    assert (problem.line, problem.problem) == (4, "not valid UTF-8")
+
+
 # Proof bundles --------------------------------------------------------------------------------------------
 
 
