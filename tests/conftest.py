@@ -1,5 +1,12 @@
-"""Shared fixtures: a fresh SQLite file and a fresh PostgreSQL database (random names) per test run,
-an in-process app on each, and tokens.
+"""Fixtures, and the one way a test runs on both backends: it asks for `backend` (SQLite, then PostgreSQL),
+directly or through a fixture that does.
+
+- `database_url`, `settings`, `client`, `engine`: one shared database per backend for the whole run, and an
+  in-process app on it. Tests on it work in random runs and accounts, so it never needs wiping.
+- `fresh_database`: databases of a test's own (random name, migrated, dropped when the test ends), for
+  tests that look at the whole log, tamper with it, or start real servers on it.
+- `sqlite_client`, `start_app`: an app where the database plays no part (tokens, scopes, the docs page),
+  once per run, and apps started with settings of a test's own.
 
 PostgreSQL is found at GOLDTRAIL_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
 Where it is unreachable its tests are skipped and say so, unless GOLDTRAIL_TEST_REQUIRE_POSTGRES=1,
@@ -9,40 +16,24 @@ which turns that into a failure (CI sets it).
 from __future__ import annotations
 
 import os
-import secrets
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
-import jwt
-import psycopg
 import pytest
 import sqlalchemy as sa
 from litestar.testing import TestClient
-from psycopg import sql
 
 from service.http.app import create_app
-from service.settings import Settings, load_settings
+from service.settings import Settings
 from service.storage.database import sync_url
-from service.storage.migrate import migrate
+from tests.helpers import POSTGRES_ADMIN_URL, database_of_its_own, make_settings, postgres_problem
 
-POSTGRES_ADMIN_URL = os.environ.get("GOLDTRAIL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("GOLDTRAIL_TEST_REQUIRE_POSTGRES") == "1"
-SECRET = "test-secret-" + secrets.token_hex(16)
 BACKENDS = ["sqlite", "postgres"]
 
-
-def _postgres_problem() -> str | None:
-    try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as error:
-        return f"PostgreSQL unreachable at {POSTGRES_ADMIN_URL} ({str(error).strip().splitlines()[0]})"
-    return None
-
-
-_POSTGRES_PROBLEM = _postgres_problem()
+_POSTGRES_PROBLEM = postgres_problem()
 
 
 def pytest_report_header(config) -> str:
@@ -52,68 +43,40 @@ def pytest_report_header(config) -> str:
 
 
 def require_postgres() -> None:
+    """Skip the test when PostgreSQL is unreachable, or fail it under GOLDTRAIL_TEST_REQUIRE_POSTGRES=1."""
     if _POSTGRES_PROBLEM:
         if REQUIRE_POSTGRES:
             pytest.fail(f"{_POSTGRES_PROBLEM} and GOLDTRAIL_TEST_REQUIRE_POSTGRES=1")
         pytest.skip(f"{_POSTGRES_PROBLEM}: PostgreSQL tests skipped")
 
 
-def create_postgres_database() -> str:
-    """A new, empty, uniquely named database; returns its URL."""
-    require_postgres()
-    name = f"goldtrail_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_postgres_database(url: str) -> None:
-    name = sa.make_url(url).database
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def fresh_database_url(backend: str, tmp_dir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_dir / f'goldtrail-{uuid.uuid4().hex[:8]}.sqlite3'}"
-    return create_postgres_database()
-
-
-def make_settings(database_url: str, data_dir: Path, **extra: str) -> Settings:
-    env = {"GOLDTRAIL_DATABASE_URL": database_url, "GOLDTRAIL_DATA_DIR": str(data_dir), "GOLDTRAIL_JWT_SECRET": SECRET}
-    env.update(extra)
-    return load_settings(env)
-
-
-def token(account: str = "acme", user: str = "alice", *, secret: str = SECRET, ttl: int = 600, **claims: object) -> str:
-    now = int(time.time())
-    payload: dict[str, object] = {"sub": user, "account_id": account, "iat": now, "exp": now + ttl}
-    payload.update(claims)
-    return jwt.encode({k: v for k, v in payload.items() if v is not None}, secret, algorithm="HS256")
-
-
-def assert_error(response, status: int, *fragments: str) -> dict:
-    """The response has this status and a JSON `{"error": ...}` body mentioning each fragment."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert isinstance(body["error"], str) and body["error"]
-    for fragment in fragments:
-        assert fragment in body["error"], body
-    return body
-
-
-def auth(account: str = "acme", user: str = "alice", **claims: object) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(account, user, **claims)}"}
-
-
-@pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request, tmp_path_factory) -> Iterator[str]:
-    url = fresh_database_url(request.param, tmp_path_factory.mktemp("db"))
-    migrate(url)
-    yield url
+@pytest.fixture(scope="session", params=BACKENDS, ids=BACKENDS)
+def backend(request) -> str:
+    """The backend a test runs on: every test that asks for it runs once on each."""
     if request.param == "postgres":
-        drop_postgres_database(url)
+        require_postgres()
+    return request.param
+
+
+@pytest.fixture
+def fresh_database(tmp_path) -> Iterator[Callable[..., str]]:
+    """`fresh_database(backend)` makes a database of this test's own (random name, migrated; empty with
+    `migrated=False`) and returns its URL; every one made is dropped when the test ends."""
+    with ExitStack() as stack:
+
+        def make(backend: str, *, migrated: bool = True) -> str:
+            if backend == "postgres":
+                require_postgres()
+            return stack.enter_context(database_of_its_own(backend, tmp_path, migrated=migrated))
+
+        yield make
+
+
+@pytest.fixture(scope="session")
+def database_url(backend, tmp_path_factory) -> Iterator[str]:
+    """The database shared by the run's in-process tests on this backend."""
+    with database_of_its_own(backend, tmp_path_factory.mktemp("db")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -129,10 +92,38 @@ def client(settings) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="session")
 def engine(database_url) -> Iterator[sa.Engine]:
-    """A plain synchronous engine for looking at the tables directly."""
+    """A plain synchronous engine for looking at the shared database's tables directly."""
     sync = sa.create_engine(sync_url(database_url))
     yield sync
     sync.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory) -> Iterator[str]:
+    """A migrated SQLite database for the tests whose outcome no database can change."""
+    with database_of_its_own("sqlite", tmp_path_factory.mktemp("sqlite")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_client(sqlite_url, tmp_path_factory) -> Iterator[TestClient]:
+    """The app on a throwaway SQLite database, once per run (not per backend): for tests of tokens, scopes
+    and pages that the database plays no part in."""
+    with TestClient(app=create_app(make_settings(sqlite_url, tmp_path_factory.mktemp("sqlite-data")))) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def start_app(tmp_path) -> Iterator[Callable[..., TestClient]]:
+    """`start_app(database_url, **GOLDTRAIL_settings)` starts an in-process app with settings of the test's
+    own (its data folder is the test's tmp_path); every app started is closed when the test ends."""
+    with ExitStack() as stack:
+
+        def start(database_url: str, data_dir: Path | None = None, **env: str) -> TestClient:
+            settings = make_settings(database_url, data_dir or tmp_path, **env)
+            return stack.enter_context(TestClient(app=create_app(settings)))
+
+        yield start
 
 
 @pytest.fixture

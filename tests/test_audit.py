@@ -17,10 +17,23 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import assert_error, auth
+from tests.helpers import (
+    ALL_SCOPES,
+    AUDIT,
+    READ,
+    WRITE,
+    assert_error,
+    auth,
+    create_label,
+    delete_label,
+    history_url,
+    label_history,
+    label_url,
+    labels_url,
+    new_account,
+    update_label,
+)
 
-READ, WRITE, AUDIT = "gold_labels:read", "gold_labels:write", "audit:read"
-EVERYTHING = f"{READ} {WRITE} {AUDIT}"
 NDJSON = "application/x-ndjson"
 GENESIS_HASH = "0" * 64
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
@@ -61,49 +74,8 @@ FEED_PATIENCE_SECONDS = 10.0
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def new_account() -> str:
-    return f"acct-{uuid.uuid4().hex[:8]}"
-
-
-def who(account: str, user: str = "alice", scope: str = EVERYTHING, **headers: str) -> dict[str, str]:
+def who(account: str, user: str = "alice", scope: str = ALL_SCOPES, **headers: str) -> dict[str, str]:
     return {**auth(account, user, scope=scope), **headers}
-
-
-def labels_url(run_id: str) -> str:
-    return f"/v1/run/{run_id}/gold-labels"
-
-
-def label_url(run_id: str, label_id: str) -> str:
-    return f"/v1/run/{run_id}/gold-label/{label_id}"
-
-
-def history_url(run_id: str, label_id: str) -> str:
-    return f"{label_url(run_id, label_id)}/history"
-
-
-def create(client, headers: dict, run_id: str, **body) -> dict:
-    body.setdefault("output_resource_name", f"output-{uuid.uuid4().hex[:8]}")
-    response = client.post(labels_url(run_id), json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def update(client, headers: dict, run_id: str, label_id: str, **body) -> dict:
-    response = client.put(label_url(run_id, label_id), json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def remove(client, headers: dict, run_id: str, label_id: str) -> None:
-    response = client.delete(label_url(run_id, label_id), headers=headers)
-    assert response.status_code == 204, response.text
-
-
-def history(client, headers: dict, run_id: str, label_id: str) -> list[dict]:
-    response = client.get(history_url(run_id, label_id), headers=headers)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    return response.json()
 
 
 def label_then(client, headers: dict, run_id: str, label_id: str, **params):
@@ -161,10 +133,10 @@ def just_before(stamp: str) -> str:
 
 def lifecycle(client, account: str, run_id: str) -> tuple[str, list[dict]]:
     """A label created by alice, changed twice by bob, deleted by carol; its id and the states written."""
-    label = create(client, who(account), run_id, output_resource_name="answer", text_value="a")
-    second = update(client, who(account, "bob"), run_id, label["id"], text_value="b")
-    third = update(client, who(account, "bob"), run_id, label["id"], object_value={"k": [1, 2]})
-    remove(client, who(account, "carol"), run_id, label["id"])
+    label = create_label(client, run_id, who(account), output_resource_name="answer", text_value="a")
+    second = update_label(client, run_id, label["id"], who(account, "bob"), text_value="b")
+    third = update_label(client, run_id, label["id"], who(account, "bob"), object_value={"k": [1, 2]})
+    delete_label(client, run_id, label["id"], who(account, "carol"))
     return label["id"], [label, second, third]
 
 
@@ -174,9 +146,9 @@ def lifecycle(client, account: str, run_id: str) -> tuple[str, list[dict]]:
 def test_history_lists_every_event_in_version_order_with_its_metadata(client, run_id):
     account = new_account()
     headers = who(account, "carol", **{"X-Request-ID": "req-create", "X-Change-Reason": "first pass"})
-    label = create(client, headers, run_id, text_value="a")
-    update(client, who(account, "bob", **{"X-Request-ID": "req-update"}), run_id, label["id"], text_value="b")
-    entries = history(client, who(account), run_id, label["id"])
+    label = create_label(client, run_id, headers, text_value="a")
+    update_label(client, run_id, label["id"], who(account, "bob", **{"X-Request-ID": "req-update"}), text_value="b")
+    entries = label_history(client, run_id, label["id"], who(account))
     assert [set(entry) for entry in entries] == [HISTORY_FIELDS, HISTORY_FIELDS]
     assert [entry["version"] for entry in entries] == [1, 2]
     assert [entry["type"] for entry in entries] == ["GoldLabelCreated", "GoldLabelUpdated"]
@@ -192,7 +164,7 @@ def test_history_lists_every_event_in_version_order_with_its_metadata(client, ru
 def test_history_state_is_the_label_right_after_each_event(client, run_id):
     account = new_account()
     label_id, states = lifecycle(client, account, run_id)
-    entries = history(client, who(account), run_id, label_id)
+    entries = label_history(client, run_id, label_id, who(account))
     assert [entry["type"] for entry in entries] == [
         "GoldLabelCreated",
         "GoldLabelUpdated",
@@ -206,15 +178,15 @@ def test_history_of_a_deleted_label_is_still_readable(client, run_id):
     account = new_account()
     label_id, _ = lifecycle(client, account, run_id)
     assert_error(client.get(label_url(run_id, label_id), headers=who(account)), 404)
-    last = history(client, who(account), run_id, label_id)[-1]
+    last = label_history(client, run_id, label_id, who(account))[-1]
     assert last["type"] == "GoldLabelDeleted" and last["actor"] == "carol"
     assert last["state"] is None and last["changes"] == {}
 
 
 def test_history_of_an_object_label_create_lists_its_non_null_fields_from_null(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, object_value={"b": 1, "a": 2})
-    (entry,) = history(client, who(account), run_id, label["id"])
+    label = create_label(client, run_id, who(account), object_value={"b": 1, "a": 2})
+    (entry,) = label_history(client, run_id, label["id"], who(account))
     expected = {field: {"from": None, "to": value} for field, value in label.items() if value is not None}
     assert "text_value" not in expected
     assert entry["changes"] == expected
@@ -223,18 +195,18 @@ def test_history_of_an_object_label_create_lists_its_non_null_fields_from_null(c
 @pytest.mark.parametrize("body", [{"text_value": "t"}, {}], ids=["text-label", "label-without-value"])
 def test_history_of_a_create_lists_only_non_null_fields(client, run_id, body):
     account = new_account()
-    label = create(client, who(account), run_id, **body)
-    (entry,) = history(client, who(account), run_id, label["id"])
+    label = create_label(client, run_id, who(account), **body)
+    (entry,) = label_history(client, run_id, label["id"], who(account))
     expected = {field: {"from": None, "to": value} for field, value in label.items() if value is not None}
     assert entry["changes"] == expected
 
 
 def test_history_update_lists_only_the_fields_that_changed(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
+    label = create_label(client, run_id, who(account), text_value="a")
     body = {"object_value": {"x": 1}, "object_value_is_partial": True}
-    changed = update(client, who(account, "bob"), run_id, label["id"], **body)
-    entry = history(client, who(account), run_id, label["id"])[1]
+    changed = update_label(client, run_id, label["id"], who(account, "bob"), **body)
+    entry = label_history(client, run_id, label["id"], who(account))[1]
     expected = {
         "text_value": {"from": "a", "to": None},
         "object_value": {"from": None, "to": {"x": 1}},
@@ -248,9 +220,9 @@ def test_history_update_lists_only_the_fields_that_changed(client, run_id):
 
 def test_history_of_an_update_that_changes_no_value_lists_no_value_change(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, object_value={"k": "v"})
-    update(client, who(account), run_id, label["id"], object_value={"k": "v"})
-    entry = history(client, who(account), run_id, label["id"])[1]
+    label = create_label(client, run_id, who(account), object_value={"k": "v"})
+    update_label(client, run_id, label["id"], who(account), object_value={"k": "v"})
+    entry = label_history(client, run_id, label["id"], who(account))[1]
     assert entry["type"] == "GoldLabelUpdated" and entry["version"] == 2
     assert set(entry["changes"]) <= {"updated_at"}
 
@@ -259,7 +231,7 @@ def test_history_changes_replayed_from_the_create_give_each_state(client, run_id
     account = new_account()
     label_id, _ = lifecycle(client, account, run_id)
     replay: dict = {}
-    for entry in history(client, who(account), run_id, label_id):
+    for entry in label_history(client, run_id, label_id, who(account)):
         for field, change in entry["changes"].items():
             assert replay.get(field) == change["from"], (entry["version"], field)
             replay[field] = change["to"]
@@ -270,7 +242,7 @@ def test_history_changes_replayed_from_the_create_give_each_state(client, run_id
 def test_history_positions_and_hashes_match_the_feed(client, run_id):
     account = new_account()
     label_id, _ = lifecycle(client, account, run_id)
-    entries = history(client, who(account), run_id, label_id)
+    entries = label_history(client, run_id, label_id, who(account))
     events = wait_for_feed(client, who(account), len(entries))
     assert [(e["version"], e["position"], e["hash"], e["recorded_at"]) for e in events] == [
         (e["version"], e["position"], e["hash"], e["recorded_at"]) for e in entries
@@ -279,26 +251,26 @@ def test_history_positions_and_hashes_match_the_feed(client, run_id):
 
 def test_history_accepts_any_spelling_of_the_uuids(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="t")
-    spelled = history(client, who(account), run_id.upper(), label["id"].replace("-", ""))
+    label = create_label(client, run_id, who(account), text_value="t")
+    spelled = label_history(client, run_id.upper(), label["id"].replace("-", ""), who(account))
     assert [entry["state"] for entry in spelled] == [label]
 
 
 def test_history_of_an_unknown_label_is_404(client, run_id):
     account = new_account()
-    create(client, who(account), run_id)
+    create_label(client, run_id, who(account))
     assert_error(client.get(history_url(run_id, str(uuid.uuid4())), headers=who(account)), 404, "not found")
 
 
 def test_history_through_another_run_is_404(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     assert_error(client.get(history_url(str(uuid.uuid4()), label["id"]), headers=who(account)), 404)
 
 
 def test_another_accounts_history_is_404_like_a_missing_label(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     missing_id = str(uuid.uuid4())
     theirs = client.get(history_url(run_id, label["id"]), headers=who(new_account()))
     missing = client.get(history_url(run_id, missing_id), headers=who(new_account()))
@@ -332,7 +304,7 @@ def audit_requests(run_id: str, label_id: str) -> list[tuple[str, dict]]:
 )
 def test_audit_routes_are_403_without_the_audit_scope(client, run_id, claims):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     for url, extra in audit_requests(run_id, label["id"]):
         assert_error(client.get(url, headers={**auth(account, **claims), **extra}), 403, f"'{AUDIT}'")
 
@@ -340,7 +312,7 @@ def test_audit_routes_are_403_without_the_audit_scope(client, run_id, claims):
 @pytest.mark.parametrize("claims", [{"scope": AUDIT}, {"scp": [AUDIT]}], ids=["scope-string", "scp-list"])
 def test_audit_scope_alone_opens_every_audit_route(client, run_id, claims):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     for url, extra in audit_requests(run_id, label["id"]):
         assert client.get(url, headers={**auth(account, **claims), **extra}).status_code == 200, url
 
@@ -352,7 +324,7 @@ def test_audit_routes_need_a_bearer_token(client, run_id):
 
 def test_audit_scope_alone_cannot_read_a_label_as_of_a_version(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     assert_error(label_then(client, auth(account, scope=AUDIT), run_id, label["id"], version="1"), 403, f"'{READ}'")
 
 
@@ -361,8 +333,8 @@ def test_audit_scope_alone_cannot_read_a_label_as_of_a_version(client, run_id):
 
 def test_get_at_each_version_returns_the_label_then_with_that_etag(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    second = update(client, who(account, "bob"), run_id, label["id"], object_value={"z": [1]})
+    label = create_label(client, run_id, who(account), text_value="a")
+    second = update_label(client, run_id, label["id"], who(account, "bob"), object_value={"z": [1]})
     for version, expected in ((1, label), (2, second)):
         response = label_then(client, who(account), run_id, label["id"], version=str(version))
         assert response.status_code == 200 and response.json() == expected
@@ -380,8 +352,8 @@ def test_get_as_of_each_event_time_returns_the_label_then(client, run_id):
 
 def test_get_as_of_just_before_a_change_returns_the_previous_state(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    second = update(client, who(account), run_id, label["id"], text_value="b")
+    label = create_label(client, run_id, who(account), text_value="a")
+    second = update_label(client, run_id, label["id"], who(account), text_value="b")
     assert second["updated_at"] > label["updated_at"]
     response = label_then(client, who(account), run_id, label["id"], as_of=just_before(second["updated_at"]))
     assert response.status_code == 200 and response.json() == label and response.headers["etag"] == '"1"'
@@ -399,22 +371,22 @@ def test_get_as_of_a_deleted_label_before_its_deletion_still_answers(client, run
 def test_get_as_of_or_at_the_version_of_its_deletion_is_404(client, run_id):
     account = new_account()
     label_id, _ = lifecycle(client, account, run_id)
-    deleted_at = history(client, who(account), run_id, label_id)[-1]["recorded_at"]
+    deleted_at = label_history(client, run_id, label_id, who(account))[-1]["recorded_at"]
     for params in ({"as_of": deleted_at}, {"as_of": FAR_FUTURE}, {"version": "4"}):
         assert_error(label_then(client, who(account), run_id, label_id, **params), 404, "not found")
 
 
 def test_get_as_of_before_the_label_existed_is_404(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
+    label = create_label(client, run_id, who(account), text_value="a")
     for as_of in (just_before(label["created_at"]), LONG_AGO):
         assert_error(label_then(client, who(account), run_id, label["id"], as_of=as_of), 404, "not found")
 
 
 def test_get_at_a_version_beyond_the_current_one_is_404(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    update(client, who(account), run_id, label["id"], text_value="b")
+    label = create_label(client, run_id, who(account), text_value="a")
+    update_label(client, run_id, label["id"], who(account), text_value="b")
     assert label_then(client, who(account), run_id, label["id"], version="2").status_code == 200
     for version in ("3", "99999999999999999999"):
         assert_error(label_then(client, who(account), run_id, label["id"], version=version), 404, "not found")
@@ -422,16 +394,16 @@ def test_get_at_a_version_beyond_the_current_one_is_404(client, run_id):
 
 def test_get_as_of_the_far_future_is_the_current_label(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    current = update(client, who(account), run_id, label["id"], text_value="b")
+    label = create_label(client, run_id, who(account), text_value="a")
+    current = update_label(client, run_id, label["id"], who(account), text_value="b")
     response = label_then(client, who(account), run_id, label["id"], as_of=FAR_FUTURE)
     assert response.status_code == 200 and response.json() == current and response.headers["etag"] == '"2"'
 
 
 def test_get_as_of_honours_the_offset_of_the_time(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    second = update(client, who(account), run_id, label["id"], text_value="b")
+    label = create_label(client, run_id, who(account), text_value="a")
+    second = update_label(client, run_id, label["id"], who(account), text_value="b")
     india = timezone(timedelta(hours=5, minutes=30))
     at_first = moment(label["updated_at"]).astimezone(india).isoformat()
     before_second = (moment(second["updated_at"]) - timedelta(microseconds=1)).astimezone(india).isoformat()
@@ -442,7 +414,7 @@ def test_get_as_of_honours_the_offset_of_the_time(client, run_id):
 
 def test_get_as_of_needs_only_the_read_scope(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
+    label = create_label(client, run_id, who(account), text_value="a")
     reader = auth(account, scope=READ)
     assert label_then(client, reader, run_id, label["id"], version="1").json() == label
     assert label_then(client, reader, run_id, label["id"], as_of=label["created_at"]).json() == label
@@ -450,7 +422,7 @@ def test_get_as_of_needs_only_the_read_scope(client, run_id):
 
 def test_get_as_of_for_another_account_or_run_is_404(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
+    label = create_label(client, run_id, who(account), text_value="a")
     assert_error(label_then(client, who(new_account()), run_id, label["id"], version="1"), 404)
     assert_error(label_then(client, who(new_account()), run_id, label["id"], as_of=FAR_FUTURE), 404)
     assert_error(label_then(client, who(account), str(uuid.uuid4()), label["id"], version="1"), 404)
@@ -463,7 +435,7 @@ def test_get_as_of_for_another_account_or_run_is_404(client, run_id):
 )
 def test_get_as_of_an_unparseable_time_is_400_naming_as_of(client, run_id, as_of):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     body = assert_error(label_then(client, who(account), run_id, label["id"], as_of=as_of), 400, "as_of")
     assert body["field"] == "as_of"
 
@@ -471,14 +443,14 @@ def test_get_as_of_an_unparseable_time_is_400_naming_as_of(client, run_id, as_of
 @pytest.mark.parametrize("version", ["0", "-1", "x", "", "1.5", "+1", " 1", "0x1"])
 def test_get_at_an_unparseable_version_is_400_naming_version(client, run_id, version):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     body = assert_error(label_then(client, who(account), run_id, label["id"], version=version), 400, "version")
     assert body["field"] == "version"
 
 
 def test_get_with_both_as_of_and_version_is_400(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     response = label_then(client, who(account), run_id, label["id"], as_of=FAR_FUTURE, version="1")
     assert_error(response, 400, "as_of", "version")
 
@@ -486,14 +458,14 @@ def test_get_with_both_as_of_and_version_is_400(client, run_id):
 @pytest.mark.parametrize("version", ["²", "9" * 5000], ids=["superscript-two", "5000-digits"])
 def test_get_at_a_version_that_is_not_a_plain_number_is_400(client, run_id, version):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     assert_error(label_then(client, who(account), run_id, label["id"], version=version), 400, "version")
 
 
 @pytest.mark.parametrize("as_of", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
 def test_as_of_a_time_outside_the_representable_range_is_400(client, run_id, as_of):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     assert_error(label_then(client, who(account), run_id, label["id"], as_of=as_of), 400, "as_of")
     assert_error(run_then(client, who(account), run_id, as_of), 400, "as_of")
 
@@ -503,10 +475,10 @@ def test_as_of_a_time_outside_the_representable_range_is_400(client, run_id, as_
 
 def test_run_as_of_returns_every_label_as_it_stood_then_oldest_first(client, run_id):
     account = new_account()
-    first = create(client, who(account), run_id, text_value="1")
-    second = create(client, who(account), run_id, object_value={"n": 2})
-    first_changed = update(client, who(account, "bob"), run_id, first["id"], text_value="1b")
-    third = create(client, who(account), run_id)
+    first = create_label(client, run_id, who(account), text_value="1")
+    second = create_label(client, run_id, who(account), object_value={"n": 2})
+    first_changed = update_label(client, run_id, first["id"], who(account, "bob"), text_value="1b")
+    third = create_label(client, run_id, who(account))
     expectations = [
         (first["created_at"], [first]),
         (second["created_at"], [first, second]),
@@ -521,27 +493,27 @@ def test_run_as_of_returns_every_label_as_it_stood_then_oldest_first(client, run
 
 def test_run_as_of_leaves_out_labels_deleted_by_then(client, run_id):
     account = new_account()
-    gone = create(client, who(account), run_id, text_value="gone")
-    kept = create(client, who(account), run_id, text_value="kept")
-    remove(client, who(account), run_id, gone["id"])
-    deleted_at = history(client, who(account), run_id, gone["id"])[-1]["recorded_at"]
+    gone = create_label(client, run_id, who(account), text_value="gone")
+    kept = create_label(client, run_id, who(account), text_value="kept")
+    delete_label(client, run_id, gone["id"], who(account))
+    deleted_at = label_history(client, run_id, gone["id"], who(account))[-1]["recorded_at"]
     assert run_then(client, who(account), run_id, just_before(deleted_at)).json() == [gone, kept]
     assert run_then(client, who(account), run_id, deleted_at).json() == [kept]
 
 
 def test_run_as_of_after_every_label_was_deleted_is_an_empty_list(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
-    remove(client, who(account), run_id, label["id"])
+    label = create_label(client, run_id, who(account))
+    delete_label(client, run_id, label["id"], who(account))
     response = run_then(client, who(account), run_id, FAR_FUTURE)
     assert response.status_code == 200 and response.json() == []
 
 
 def test_run_as_of_the_far_future_equals_the_current_list(client, run_id):
     account = new_account()
-    labels = [create(client, who(account), run_id, text_value=str(n)) for n in range(3)]
-    update(client, who(account), run_id, labels[1]["id"], object_value={"v": 1})
-    remove(client, who(account), run_id, labels[2]["id"])
+    labels = [create_label(client, run_id, who(account), text_value=str(n)) for n in range(3)]
+    update_label(client, run_id, labels[1]["id"], who(account), object_value={"v": 1})
+    delete_label(client, run_id, labels[2]["id"], who(account))
     current = client.get(labels_url(run_id), headers=who(account)).json()
     assert [label["id"] for label in current] == [labels[0]["id"], labels[1]["id"]]
     assert run_then(client, who(account), run_id, FAR_FUTURE).json() == current
@@ -549,28 +521,28 @@ def test_run_as_of_the_far_future_equals_the_current_list(client, run_id):
 
 def test_run_as_of_before_its_first_label_is_404(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     for as_of in (just_before(label["created_at"]), LONG_AGO):
         assert_error(run_then(client, who(account), run_id, as_of), 404, "run")
 
 
 def test_run_as_of_for_an_unknown_run_or_another_account_is_404(client, run_id):
     account = new_account()
-    create(client, who(account), run_id)
+    create_label(client, run_id, who(account))
     assert_error(run_then(client, who(account), str(uuid.uuid4()), FAR_FUTURE), 404, "run")
     assert_error(run_then(client, who(new_account()), run_id, FAR_FUTURE), 404, "run")
 
 
 def test_run_as_of_needs_only_the_read_scope(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account))
     assert run_then(client, auth(account, scope=READ), run_id, FAR_FUTURE).json() == [label]
 
 
 @pytest.mark.parametrize("as_of", ["yesterday", "2026-01-01T00:00:00", ""])
 def test_run_as_of_an_unparseable_time_is_400_naming_as_of(client, run_id, as_of):
     account = new_account()
-    create(client, who(account), run_id)
+    create_label(client, run_id, who(account))
     assert assert_error(run_then(client, who(account), run_id, as_of), 400, "as_of")["field"] == "as_of"
 
 
@@ -580,10 +552,10 @@ def test_run_as_of_an_unparseable_time_is_400_naming_as_of(client, run_id, as_of
 def test_feed_holds_the_callers_events_in_order_with_every_field(client, run_id):
     account = new_account()
     writer = who(account, "dora", **{"X-Request-ID": "req-feed", "X-Change-Reason": "why not"})
-    label = create(client, writer, run_id, object_value={"b": 1, "a": [True, None]})
-    update(client, who(account, "bob"), run_id, label["id"], text_value="t")
-    remove(client, who(account, "bob"), run_id, label["id"])
-    create(client, who(new_account()), run_id, text_value="someone else's")
+    label = create_label(client, run_id, writer, object_value={"b": 1, "a": [True, None]})
+    update_label(client, run_id, label["id"], who(account, "bob"), text_value="t")
+    delete_label(client, run_id, label["id"], who(account, "bob"))
+    create_label(client, run_id, who(new_account()), text_value="someone else's")
     events = wait_for_feed(client, who(account), 3)
     assert all(set(event) == FEED_FIELDS for event in events)
     assert {event["label_id"] for event in events} == {label["id"]}
@@ -603,11 +575,11 @@ def test_feed_holds_the_callers_events_in_order_with_every_field(client, run_id)
 
 def test_feed_events_chain_each_hash_to_the_previous_event_of_the_label(client, run_id):
     account = new_account()
-    one = create(client, who(account), run_id, text_value="a")
-    two = create(client, who(account), run_id, text_value="b")
-    update(client, who(account), run_id, one["id"], text_value="c")
-    update(client, who(account), run_id, two["id"], text_value="d")
-    remove(client, who(account), run_id, one["id"])
+    one = create_label(client, run_id, who(account), text_value="a")
+    two = create_label(client, run_id, who(account), text_value="b")
+    update_label(client, run_id, one["id"], who(account), text_value="c")
+    update_label(client, run_id, two["id"], who(account), text_value="d")
+    delete_label(client, run_id, one["id"], who(account))
     events = wait_for_feed(client, who(account), 5)
     last_hash: dict[str, str] = {}
     for event in events:
@@ -625,14 +597,14 @@ def test_feed_of_an_account_without_events_is_empty_and_its_next_reads_nothing(c
 
 def test_feed_next_is_the_last_cursor_and_stays_put_when_nothing_is_new(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    update(client, who(account), run_id, label["id"], text_value="b")
+    label = create_label(client, run_id, who(account), text_value="a")
+    update_label(client, run_id, label["id"], who(account), text_value="b")
     events = wait_for_feed(client, who(account), 2)
     body = feed_page(client, who(account))
     assert body["next"] == events[-1]["cursor"]
     again = feed_page(client, who(account), after=body["next"])
     assert again == {"events": [], "next": body["next"]}
-    update(client, who(account), run_id, label["id"], text_value="c")
+    update_label(client, run_id, label["id"], who(account), text_value="c")
     wait_for_feed(client, who(account), 3)
     newer = feed_page(client, who(account), after=body["next"])
     assert [event["version"] for event in newer["events"]] == [3]
@@ -642,10 +614,10 @@ def test_feed_next_is_the_last_cursor_and_stays_put_when_nothing_is_new(client, 
 @pytest.mark.parametrize("limit", [1, 2, 3, 7])
 def test_paging_with_next_sees_every_event_exactly_once(client, run_id, limit):
     account = new_account()
-    labels = [create(client, who(account), run_id, text_value=str(n))["id"] for n in range(3)]
+    labels = [create_label(client, run_id, who(account), text_value=str(n))["id"] for n in range(3)]
     for label_id in labels:
-        update(client, who(account), run_id, label_id, text_value="changed")
-    remove(client, who(account), run_id, labels[0])
+        update_label(client, run_id, label_id, who(account), text_value="changed")
+    delete_label(client, run_id, labels[0], who(account))
     everything = wait_for_feed(client, who(account), 7)
     seen, cursor, pages = [], "", 0
     while True:
@@ -664,9 +636,9 @@ def test_paging_with_next_sees_every_event_exactly_once(client, run_id, limit):
 
 def test_feed_limit_defaults_to_100(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="0")
+    label = create_label(client, run_id, who(account), text_value="0")
     for n in range(1, 101):
-        update(client, who(account), run_id, label["id"], text_value=str(n))
+        update_label(client, run_id, label["id"], who(account), text_value=str(n))
     wait_for_feed(client, who(account), 101)
     first = feed_page(client, who(account))
     assert [event["version"] for event in first["events"]] == list(range(1, 101))
@@ -715,7 +687,7 @@ def test_feed_cursor_part_beyond_64_signed_bits_is_400_naming_after(client, part
 
 def test_feed_cursor_at_the_largest_64_bit_value_is_an_empty_page(client, run_id):
     account = new_account()
-    create(client, who(account), run_id, text_value="a")
+    create_label(client, run_id, who(account), text_value="a")
     wait_for_feed(client, who(account), 1)
     for after in (f"{MAX_PART}-{MAX_PART}", f"{MAX_PART}-0"):
         body = feed_page(client, who(account), after=after)
@@ -728,9 +700,9 @@ def test_feed_cursor_at_the_largest_64_bit_value_is_an_empty_page(client, run_id
 
 def test_feed_ndjson_streams_the_same_events_as_json_lines(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, object_value={"q": "x\ny"})
-    update(client, who(account), run_id, label["id"], text_value="line\nbreak")
-    create(client, who(account), run_id)
+    label = create_label(client, run_id, who(account), object_value={"q": "x\ny"})
+    update_label(client, run_id, label["id"], who(account), text_value="line\nbreak")
+    create_label(client, run_id, who(account))
     events = wait_for_feed(client, who(account), 3)
     response = client.get("/v1/events", headers=who(account, Accept=NDJSON))
     assert response.status_code == 200
@@ -743,9 +715,9 @@ def test_feed_ndjson_streams_the_same_events_as_json_lines(client, run_id):
 
 def test_feed_ndjson_starts_after_the_cursor_and_is_empty_at_the_end(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
+    label = create_label(client, run_id, who(account), text_value="a")
     for text in ("b", "c"):
-        update(client, who(account), run_id, label["id"], text_value=text)
+        update_label(client, run_id, label["id"], who(account), text_value=text)
     events = wait_for_feed(client, who(account), 3)
     after_first = client.get("/v1/events", params={"after": events[0]["cursor"]}, headers=who(account, Accept=NDJSON))
     assert [json.loads(line) for line in after_first.text.splitlines()] == events[1:]
@@ -755,9 +727,9 @@ def test_feed_ndjson_starts_after_the_cursor_and_is_empty_at_the_end(client, run
 
 def test_feed_of_one_account_never_shows_another_accounts_events(client, run_id):
     mine, theirs = new_account(), new_account()
-    label = create(client, who(mine), run_id, text_value="mine")
-    create(client, who(theirs), run_id, text_value="theirs")
-    create(client, who(theirs), str(uuid.uuid4()), text_value="theirs too")
+    label = create_label(client, run_id, who(mine), text_value="mine")
+    create_label(client, run_id, who(theirs), text_value="theirs")
+    create_label(client, str(uuid.uuid4()), who(theirs), text_value="theirs too")
     events = wait_for_feed(client, who(mine), 1)
     assert [event["label_id"] for event in events] == [label["id"]]
     streamed = client.get("/v1/events", headers=who(mine, Accept=NDJSON)).text.splitlines()
@@ -774,14 +746,14 @@ def test_digest_of_an_account_without_events_is_the_empty_log_digest(client):
 
 def test_digest_at_position_zero_is_the_empty_log_digest_even_after_events(client, run_id):
     account = new_account()
-    create(client, who(account), run_id)
+    create_label(client, run_id, who(account))
     assert digest(client, who(account), position="0") == {"position": 0, "digest": EMPTY_DIGEST}
 
 
 def test_digest_without_position_is_at_the_newest_event(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    update(client, who(account), run_id, label["id"], text_value="b")
+    label = create_label(client, run_id, who(account), text_value="a")
+    update_label(client, run_id, label["id"], who(account), text_value="b")
     events = wait_for_feed(client, who(account), 2)
     latest = digest(client, who(account))
     assert latest["position"] == events[-1]["position"]
@@ -792,9 +764,9 @@ def test_digest_without_position_is_at_the_newest_event(client, run_id):
 
 def test_digest_covers_the_position_and_hash_of_every_event_up_to_it(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
-    create(client, who(account), run_id, text_value="b")
-    remove(client, who(account), run_id, label["id"])
+    label = create_label(client, run_id, who(account), text_value="a")
+    create_label(client, run_id, who(account), text_value="b")
+    delete_label(client, run_id, label["id"], who(account))
     events = wait_for_feed(client, who(account), 3)
     for upto in range(1, 4):
         position = events[upto - 1]["position"]
@@ -804,12 +776,12 @@ def test_digest_covers_the_position_and_hash_of_every_event_up_to_it(client, run
 
 def test_digest_at_a_position_stays_the_same_after_more_events(client, run_id):
     account = new_account()
-    label = create(client, who(account), run_id, text_value="a")
+    label = create_label(client, run_id, who(account), text_value="a")
     wait_for_feed(client, who(account), 1)
     before = digest(client, who(account))
     for text in ("b", "c"):
-        update(client, who(account), run_id, label["id"], text_value=text)
-    create(client, who(account), run_id)
+        update_label(client, run_id, label["id"], who(account), text_value=text)
+    create_label(client, run_id, who(account))
     wait_for_feed(client, who(account), 4)
     assert digest(client, who(account), position=str(before["position"])) == before
     latest = digest(client, who(account))
@@ -818,11 +790,11 @@ def test_digest_at_a_position_stays_the_same_after_more_events(client, run_id):
 
 def test_accounts_have_independent_digests(client, run_id):
     one, two = new_account(), new_account()
-    create(client, who(one), run_id, text_value="same")
+    create_label(client, run_id, who(one), text_value="same")
     wait_for_feed(client, who(one), 1)
     first_of_one = digest(client, who(one))
-    label = create(client, who(two), run_id, text_value="same")
-    update(client, who(two), run_id, label["id"], text_value="other")
+    label = create_label(client, run_id, who(two), text_value="same")
+    update_label(client, run_id, label["id"], who(two), text_value="other")
     events_of_two = wait_for_feed(client, who(two), 2)
     assert digest(client, who(one)) == first_of_one
     assert digest(client, who(two)) == {"position": events_of_two[-1]["position"], "digest": digest_of(events_of_two)}
@@ -831,8 +803,8 @@ def test_accounts_have_independent_digests(client, run_id):
 
 def test_digest_at_another_accounts_position_or_beyond_the_log_is_404(client, run_id):
     mine, theirs = new_account(), new_account()
-    create(client, who(mine), run_id)
-    create(client, who(theirs), run_id)
+    create_label(client, run_id, who(mine))
+    create_label(client, run_id, who(theirs))
     (their_event,) = wait_for_feed(client, who(theirs), 1)
     (my_event,) = wait_for_feed(client, who(mine), 1)
     for position in (their_event["position"], max(my_event["position"], their_event["position"]) + 1_000_000):
@@ -886,19 +858,19 @@ def test_history_and_as_of_reads_agree_with_a_replay_of_the_writes(client, ops):
         writer = who(account, user)
         label_id = live.get(slot)
         if label_id is None:
-            label = create(client, writer, run_id, output_resource_name=f"out-{slot}", **body)
+            label = create_label(client, run_id, writer, output_resource_name=f"out-{slot}", **body)
             live[slot] = label["id"]
             timelines[label["id"]] = [(label["updated_at"], label)]
         elif kind == "change":
-            label = update(client, writer, run_id, label_id, **body)
+            label = update_label(client, run_id, label_id, writer, **body)
             timelines[label_id].append((label["updated_at"], label))
         else:
-            remove(client, writer, run_id, label_id)
+            delete_label(client, run_id, label_id, writer)
             timelines[label_id].append((None, None))
             del live[slot]
 
     for label_id, timeline in timelines.items():
-        entries = history(client, reader, run_id, label_id)
+        entries = label_history(client, run_id, label_id, reader)
         assert [entry["version"] for entry in entries] == list(range(1, len(timeline) + 1))
         assert [entry["state"] for entry in entries] == [state for _, state in timeline]
         for entry, (recorded_at, _) in zip(entries, timeline, strict=True):

@@ -12,8 +12,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,13 +23,23 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import RSAAlgorithm
 from litestar.testing import TestClient
 
-from service.http.app import create_app
 from service.settings import Settings, SettingsError, load_settings
-from tests.conftest import SECRET, assert_error, auth, make_settings, token
+from tests.helpers import (
+    AUDIT,
+    READ,
+    SECRET,
+    WRITE,
+    assert_error,
+    auth,
+    bearer,
+    create_label,
+    labels_url,
+    post_label,
+    token,
+)
 
 OTHER_SECRET = "another-secret-that-is-long-enough-0123456789"
 HS512_SECRET = "a-secret-of-64-bytes-as-rfc-7518-wants-for-hs512-".ljust(64, "x")
-READ, WRITE, AUDIT = "gold_labels:read", "gold_labels:write", "audit:read"
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -79,18 +88,6 @@ def hs256_by_hand(secret: bytes, **overrides: object) -> str:
     return f"{signing_input}.{b64url(signature)}"
 
 
-def bearer(jwt_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {jwt_token}"}
-
-
-def labels_url(run_id: str | None = None) -> str:
-    return f"/v1/run/{run_id or uuid.uuid4()}/gold-labels"
-
-
-def create(client: TestClient, headers: dict[str, str], run_id: str | None = None):
-    return client.post(labels_url(run_id), json={"output_resource_name": "x"}, headers=headers)
-
-
 def read(client: TestClient, headers: dict[str, str], run_id: str | None = None):
     return client.get(labels_url(run_id), headers=headers)
 
@@ -133,15 +130,9 @@ def ed_key():
 
 
 @pytest.fixture
-def serve(database_url, tmp_path) -> Iterator[Callable[..., TestClient]]:
+def serve(start_app, database_url) -> Callable[..., TestClient]:
     """Start an app on the session database with extra GOLDTRAIL_* settings; closed after the test."""
-    with ExitStack() as stack:
-
-        def start(**env: str) -> TestClient:
-            settings = make_settings(database_url, tmp_path, **env)
-            return stack.enter_context(TestClient(app=create_app(settings)))
-
-        yield start
+    return lambda **env: start_app(database_url, **env)
 
 
 @pytest.fixture
@@ -201,12 +192,12 @@ def test_garbage_token_is_401(client, garbage):
 
 
 def test_bearer_scheme_is_case_insensitive(client):
-    response = create(client, {"Authorization": f"bearer {token()}"})
+    response = post_label(client, headers={"Authorization": f"bearer {token()}"})
     assert response.status_code == 201, response.text
 
 
 def test_valid_token_is_accepted_and_names_user_and_account(client):
-    response = create(client, auth(account="acme-auth", user="bob"))
+    response = post_label(client, headers=auth(account="acme-auth", user="bob"))
     assert response.status_code == 201, response.text
     label = response.json()
     assert label["account_id"] == "acme-auth" and label["created_by"] == "bob"
@@ -240,7 +231,7 @@ def test_hs512_token_is_401_when_only_hs256_is_allowed(client):
 
 def test_hs512_token_is_accepted_when_allowed(serve):
     client = serve(GOLDTRAIL_JWT_SECRET=HS512_SECRET, GOLDTRAIL_JWT_ALGORITHMS="HS256,HS512")
-    response = create(client, bearer(jwt.encode(claims(), HS512_SECRET, algorithm="HS512")))
+    response = post_label(client, headers=bearer(jwt.encode(claims(), HS512_SECRET, algorithm="HS512")))
     assert response.status_code == 201, response.text
 
 
@@ -273,13 +264,13 @@ def test_token_with_iat_in_the_future_is_401(client):
 
 
 def test_token_with_nbf_in_the_past_is_accepted(client):
-    response = create(client, auth(nbf=int(time.time()) - 60))
+    response = post_label(client, headers=auth(nbf=int(time.time()) - 60))
     assert response.status_code == 201, response.text
 
 
 def test_leeway_lets_a_just_expired_token_through(serve):
     client = serve(GOLDTRAIL_JWT_LEEWAY_SECONDS="120")
-    response = create(client, auth(ttl=-30))
+    response = post_label(client, headers=auth(ttl=-30))
     assert response.status_code == 201, response.text
 
 
@@ -290,7 +281,7 @@ def test_leeway_does_not_let_a_long_expired_token_through(serve):
 
 def test_leeway_lets_a_slightly_early_nbf_through(serve):
     client = serve(GOLDTRAIL_JWT_LEEWAY_SECONDS="120")
-    response = create(client, auth(nbf=int(time.time()) + 30))
+    response = post_label(client, headers=auth(nbf=int(time.time()) + 30))
     assert response.status_code == 201, response.text
 
 
@@ -345,7 +336,7 @@ def test_overlong_account_is_401(client):
 
 
 def test_account_of_255_characters_is_accepted(client):
-    response = create(client, auth(account="a" * 255))
+    response = post_label(client, headers=auth(account="a" * 255))
     assert response.status_code == 201, response.text
 
 
@@ -369,7 +360,7 @@ def test_body_cannot_override_the_token_account_or_user(client):
 def test_custom_account_claim_is_honoured(serve):
     client = serve(GOLDTRAIL_ACCOUNT_CLAIM="tenant")
     jwt_token = jwt.encode(claims(account_id=None, tenant="globex"), SECRET, algorithm="HS256")
-    response = create(client, bearer(jwt_token))
+    response = post_label(client, headers=bearer(jwt_token))
     assert response.status_code == 201, response.text
     assert response.json()["account_id"] == "globex"
 
@@ -391,12 +382,12 @@ def iss_aud_client(serve) -> TestClient:
 
 
 def test_right_issuer_and_audience_are_accepted(iss_aud_client):
-    response = create(iss_aud_client, auth(iss=ISSUER, aud=AUDIENCE))
+    response = post_label(iss_aud_client, headers=auth(iss=ISSUER, aud=AUDIENCE))
     assert response.status_code == 201, response.text
 
 
 def test_audience_list_containing_this_service_is_accepted(iss_aud_client):
-    response = create(iss_aud_client, auth(iss=ISSUER, aud=["other-api", AUDIENCE]))
+    response = post_label(iss_aud_client, headers=auth(iss=ISSUER, aud=["other-api", AUDIENCE]))
     assert response.status_code == 201, response.text
 
 
@@ -419,7 +410,7 @@ def test_missing_audience_is_401_when_configured(iss_aud_client):
 
 
 def test_issuer_and_audience_are_not_checked_when_not_configured(client):
-    response = create(client, auth(iss="https://anyone.example/", aud="anything"))
+    response = post_label(client, headers=auth(iss="https://anyone.example/", aud="anything"))
     assert response.status_code == 201, response.text
 
 
@@ -466,16 +457,12 @@ def with_raw_headers(client: TestClient, method: str, path: str, headers: list[t
     return client.blocking_portal.call(send)
 
 
-@pytest.fixture
 def two_accounts_run(client) -> tuple[str, dict[str, dict]]:
     """A run holding one label of each of two accounts: what an ambiguous request must not reveal."""
     run_id = str(uuid.uuid4())
     labels = {}
     for account in (f"first-{uuid.uuid4().hex[:8]}", f"second-{uuid.uuid4().hex[:8]}"):
-        body = {"output_resource_name": f"of-{account}"}
-        response = client.post(labels_url(run_id), json=body, headers=auth(account))
-        assert response.status_code == 201, response.text
-        labels[account] = response.json()
+        labels[account] = create_label(client, run_id, auth(account), output_resource_name=f"of-{account}")
     return run_id, labels
 
 
@@ -495,8 +482,8 @@ def two_headers(first: str, second: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("valid_first", [True, False], ids=["valid-then-forged", "forged-then-valid"])
-def test_a_valid_and_a_forged_authorization_header_are_401_in_either_order(client, two_accounts_run, valid_first):
-    run_id, labels = two_accounts_run
+def test_a_valid_and_a_forged_authorization_header_are_401_in_either_order(client, valid_first):
+    run_id, labels = two_accounts_run(client)
     account = next(iter(labels))
     valid, forged = token(account), token(account, secret=OTHER_SECRET)
     pair = (valid, forged) if valid_first else (forged, valid)
@@ -505,8 +492,8 @@ def test_a_valid_and_a_forged_authorization_header_are_401_in_either_order(clien
 
 
 @pytest.mark.parametrize("order", ["first-then-second", "second-then-first"])
-def test_valid_tokens_of_two_accounts_in_two_authorization_headers_are_401(client, two_accounts_run, order):
-    run_id, labels = two_accounts_run
+def test_valid_tokens_of_two_accounts_in_two_authorization_headers_are_401(client, order):
+    run_id, labels = two_accounts_run(client)
     tokens = [token(account) for account in labels]
     if order == "second-then-first":
         tokens.reverse()
@@ -514,15 +501,15 @@ def test_valid_tokens_of_two_accounts_in_two_authorization_headers_are_401(clien
     assert_ambiguous(response, labels, *tokens)
 
 
-def test_the_same_valid_token_in_two_authorization_headers_is_401(client, two_accounts_run):
-    run_id, labels = two_accounts_run
+def test_the_same_valid_token_in_two_authorization_headers_is_401(client):
+    run_id, labels = two_accounts_run(client)
     jwt_token = token(next(iter(labels)))
     response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(jwt_token, jwt_token))
     assert_ambiguous(response, labels, jwt_token)
 
 
-def test_two_authorization_headers_on_a_write_are_401_and_store_nothing(client, two_accounts_run):
-    run_id, labels = two_accounts_run
+def test_two_authorization_headers_on_a_write_are_401_and_store_nothing(client):
+    run_id, labels = two_accounts_run(client)
     first, second = (token(account) for account in labels)
     body = {"output_resource_name": "ambiguous"}
     response = with_raw_headers(client, "POST", labels_url(run_id), two_headers(first, second), json=body)
@@ -531,9 +518,9 @@ def test_two_authorization_headers_on_a_write_are_401_and_store_nothing(client, 
         assert client.get(labels_url(run_id), headers=auth(account)).json() == [label]
 
 
-def test_one_authorization_header_sent_raw_is_accepted(client, two_accounts_run):
+def test_one_authorization_header_sent_raw_is_accepted(client):
     """The raw sender itself is sound: the same request with one header answers as usual."""
-    run_id, labels = two_accounts_run
+    run_id, labels = two_accounts_run(client)
     account = next(iter(labels))
     response = with_raw_headers(client, "GET", labels_url(run_id), [("Authorization", f"Bearer {token(account)}")])
     assert response.status_code == 200, response.text
@@ -547,13 +534,13 @@ def test_one_authorization_header_sent_raw_is_accepted(client, two_accounts_run)
 def existing_run(client) -> str:
     """A run holding one label of account acme, so reads answer 200 rather than 404."""
     run_id = str(uuid.uuid4())
-    assert create(client, auth(), run_id).status_code == 201
+    assert post_label(client, run_id, auth()).status_code == 201
     return run_id
 
 
 def test_no_scope_claim_grants_read_and_write(client, existing_run):
     assert read(client, auth(), existing_run).status_code == 200
-    assert create(client, auth()).status_code == 201
+    assert post_label(client, headers=auth()).status_code == 201
 
 
 def test_scp_list_with_read_can_read(client, existing_run):
@@ -563,21 +550,21 @@ def test_scp_list_with_read_can_read(client, existing_run):
 
 
 def test_scp_list_with_read_cannot_write(client):
-    assert_error(create(client, auth(scp=[READ])), 403, f"'{WRITE}'")
+    assert_error(post_label(client, headers=auth(scp=[READ])), 403, f"'{WRITE}'")
 
 
 def test_scp_list_with_write_can_write(client):
-    assert create(client, auth(scp=[WRITE])).status_code == 201
+    assert post_label(client, headers=auth(scp=[WRITE])).status_code == 201
 
 
 def test_scope_string_with_read_and_write_can_write_and_read(client, existing_run):
     headers = auth(scope=f"{READ} {WRITE}")
-    assert create(client, headers).status_code == 201
+    assert post_label(client, headers=headers).status_code == 201
     assert read(client, headers, existing_run).status_code == 200
 
 
 def test_scope_string_with_read_only_cannot_write(client):
-    assert_error(create(client, auth(scope=READ)), 403, "lacks", f"'{WRITE}'")
+    assert_error(post_label(client, headers=auth(scope=READ)), 403, "lacks", f"'{WRITE}'")
 
 
 def test_scope_string_with_write_only_cannot_read(client, existing_run):
@@ -589,7 +576,7 @@ def test_audit_scope_only_cannot_read_labels(client, existing_run):
 
 
 def test_audit_scope_only_cannot_write_labels(client):
-    assert_error(create(client, auth(scp=[AUDIT])), 403, f"'{WRITE}'")
+    assert_error(post_label(client, headers=auth(scp=[AUDIT])), 403, f"'{WRITE}'")
 
 
 def test_empty_scope_string_grants_nothing(client, existing_run):
@@ -616,7 +603,7 @@ def test_health_routes_answer_200_without_a_token(client, path):
 
 def test_rs256_token_with_pem_public_key_is_accepted(serve_pem, rsa_key):
     client = serve_pem(rsa_key)
-    response = create(client, bearer(signed(rsa_key, "RS256", sub="dave", account_id="initech")))
+    response = post_label(client, headers=bearer(signed(rsa_key, "RS256", sub="dave", account_id="initech")))
     assert response.status_code == 201, response.text
     assert response.json()["account_id"] == "initech" and response.json()["created_by"] == "dave"
 
@@ -655,7 +642,7 @@ def test_alg_none_token_is_401_with_public_keys(serve_pem, rsa_key):
 def test_pem_file_with_two_keys_accepts_tokens_from_both(serve_pem, rsa_key, rsa_key_2):
     client = serve_pem(rsa_key, rsa_key_2)
     for key in (rsa_key, rsa_key_2):
-        response = create(client, bearer(signed(key, "RS256")))
+        response = post_label(client, headers=bearer(signed(key, "RS256")))
         assert response.status_code == 201, response.text
 
 
@@ -664,12 +651,12 @@ def test_two_pem_files_accept_tokens_from_both(serve, rsa_key, rsa_key_2, tmp_pa
     second = write_pem(tmp_path / "two.pem", rsa_key_2)
     client = serve(GOLDTRAIL_JWT_SECRET="", GOLDTRAIL_JWT_PUBLIC_KEY=f"{first}, {second}")
     for key in (rsa_key, rsa_key_2):
-        assert create(client, bearer(signed(key, "RS256"))).status_code == 201
+        assert post_label(client, headers=bearer(signed(key, "RS256"))).status_code == 201
 
 
 def test_es256_token_with_ec_p256_public_key_is_accepted(serve_pem, ec_key):
     client = serve_pem(ec_key)
-    response = create(client, bearer(signed(ec_key, "ES256")))
+    response = post_label(client, headers=bearer(signed(ec_key, "ES256")))
     assert response.status_code == 201, response.text
 
 
@@ -681,7 +668,7 @@ def test_es256_token_signed_with_another_ec_key_is_401(serve_pem, ec_key):
 
 def test_eddsa_token_with_ed25519_public_key_is_accepted(serve_pem, ed_key):
     client = serve_pem(ed_key)
-    response = create(client, bearer(signed(ed_key, "EdDSA")))
+    response = post_label(client, headers=bearer(signed(ed_key, "EdDSA")))
     assert response.status_code == 201, response.text
 
 
@@ -716,13 +703,13 @@ def test_token_alg_of_another_key_family_is_401(serve_pem, rsa_key, ec_key, ed_k
 
 def test_pem_file_with_rsa_and_ec_keys_accepts_es256_tokens(serve_pem, rsa_key, ec_key):
     client = serve_pem(rsa_key, ec_key)
-    response = create(client, bearer(signed(ec_key, "ES256")))
+    response = post_label(client, headers=bearer(signed(ec_key, "ES256")))
     assert response.status_code == 201, response.text
 
 
 def test_pem_file_with_rsa_and_ec_keys_accepts_rs256_tokens(serve_pem, rsa_key, ec_key):
     client = serve_pem(rsa_key, ec_key)
-    response = create(client, bearer(signed(rsa_key, "RS256")))
+    response = post_label(client, headers=bearer(signed(rsa_key, "RS256")))
     assert response.status_code == 201, response.text
 
 
@@ -737,12 +724,12 @@ def jwks_client(serve, rsa_key, rsa_key_2, tmp_path) -> TestClient:
 
 
 def test_jwks_token_with_kid_k2_is_verified_with_k2(jwks_client, rsa_key_2):
-    response = create(jwks_client, bearer(signed(rsa_key_2, "RS256", headers={"kid": "k2"})))
+    response = post_label(jwks_client, headers=bearer(signed(rsa_key_2, "RS256", headers={"kid": "k2"})))
     assert response.status_code == 201, response.text
 
 
 def test_jwks_token_with_kid_k1_is_verified_with_k1(jwks_client, rsa_key):
-    response = create(jwks_client, bearer(signed(rsa_key, "RS256", headers={"kid": "k1"})))
+    response = post_label(jwks_client, headers=bearer(signed(rsa_key, "RS256", headers={"kid": "k1"})))
     assert response.status_code == 201, response.text
 
 

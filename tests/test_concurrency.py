@@ -14,52 +14,55 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import msgspec
 import pytest
-import sqlalchemy as sa
 
 from events.types import RecordedEvent, decode_data, parse_time
 from projections.fold import LabelState, apply, fold
 from service.storage import writes
-from service.storage.database import sync_url
-from service.storage.migrate import migrate
-from service.storage.schema import events
-from tests import storage_reads
-from tests.conftest import SECRET, drop_postgres_database, fresh_database_url, token
+from tests.helpers import (
+    SECRET,
+    auth,
+    count_events,
+    create_label,
+    engine_of,
+    label_url,
+    labels_url,
+    new_account,
+    stored_labels,
+    stored_stream,
+)
 from tests.servers import clean_environment, goldtrail_serve
 
 THREADS = 16
 PUTS_PER_THREAD = 20
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def two_servers(request, tmp_path):
-    url = fresh_database_url(request.param, tmp_path)
-    migrate(url)
+@pytest.fixture
+def two_servers(backend, fresh_database, tmp_path):
+    """Two `goldtrail serve` processes on one database of the test's own: (its URL, their base URLs)."""
+    url = fresh_database(backend)
     env = clean_environment(GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET)
-    try:
-        with goldtrail_serve(tmp_path, env) as first, goldtrail_serve(tmp_path, env) as second:
-            yield url, [first, second]
-    finally:
-        if request.param == "postgres":
-            drop_postgres_database(url)
+    with goldtrail_serve(tmp_path, env) as first, goldtrail_serve(tmp_path, env) as second:
+        yield url, [first, second]
 
 
-def stored_stream(url: str, label_id: str):
-    return storage_reads.stored_stream(url, None, label_id)
+def stored_events(url: str, account: str) -> int:
+    with engine_of(url) as engine:
+        return count_events(engine, account=account)
 
 
 def test_concurrent_puts_without_if_match_are_all_applied(two_servers):
     url, servers = two_servers
-    headers = {"Authorization": f"Bearer {token()}"}
+    headers = auth()
     run = str(uuid.uuid4())
-    label = httpx.post(f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": "hot"}, headers=headers)
-    label_id = label.json()["id"]
+    with httpx.Client(base_url=servers[0], headers=headers) as first:
+        label_id = create_label(first, run, output_resource_name="hot")["id"]
 
     def writer(n: int) -> list[tuple[int, str | None, str]]:
         results = []
         with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
             for i in range(PUTS_PER_THREAD):
                 value = f"writer {n} put {i}"
-                response = client.put(f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": value})
+                response = client.put(label_url(run, label_id), json={"text_value": value})
                 results.append((response.status_code, response.headers.get("etag"), value))
         return results
 
@@ -71,7 +74,7 @@ def test_concurrent_puts_without_if_match_are_all_applied(two_servers):
     etags = [etag for _, etag, _ in results]
     assert len(set(etags)) == len(etags)  # each acknowledged PUT got its own version
 
-    history = stored_stream(url, label_id)
+    history = stored_stream(url, None, label_id)
     assert [event.version for event in history] == list(range(1, THREADS * PUTS_PER_THREAD + 2))
     assert sorted(event.data.text_value for event in history[1:]) == sorted(value for _, _, value in results)
     assert all(a.recorded_at <= b.recorded_at for a, b in itertools.pairwise(history))
@@ -96,27 +99,26 @@ def race(servers: list[str], headers: dict[str, str], path: str, expected: int) 
 
 def test_exactly_one_if_match_racer_wins(two_servers):
     url, servers = two_servers
-    headers = {"Authorization": f"Bearer {token()}"}
+    headers = auth()
     run = str(uuid.uuid4())
-    label_id = httpx.post(
-        f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": "race"}, headers=headers
-    ).json()["id"]
+    with httpx.Client(base_url=servers[0], headers=headers) as first:
+        label_id = create_label(first, run, output_resource_name="race")["id"]
     for expected in range(1, 4):
-        statuses = Counter(race(servers, headers, f"/v1/run/{run}/gold-label/{label_id}", expected))
+        statuses = Counter(race(servers, headers, label_url(run, label_id), expected))
         assert statuses == {200: 1, 412: THREADS - 1}, statuses
-    assert [event.version for event in stored_stream(url, label_id)] == [1, 2, 3, 4]
+    assert [event.version for event in stored_stream(url, None, label_id)] == [1, 2, 3, 4]
 
 
 def test_concurrent_creates_of_one_output_resource_make_one_label(two_servers):
     _, servers = two_servers
-    headers = {"Authorization": f"Bearer {token()}"}
+    headers = auth()
     run = str(uuid.uuid4())
     start = threading.Barrier(THREADS)
 
     def creator(n: int) -> httpx.Response:
         with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
             start.wait()
-            return client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": "once"})
+            return client.post(labels_url(run), json={"output_resource_name": "once"})
 
     with ThreadPoolExecutor(THREADS) as pool:
         responses = list(pool.map(creator, range(THREADS)))
@@ -131,20 +133,20 @@ def test_concurrent_creates_of_one_output_resource_make_one_label(two_servers):
 def test_a_follower_sees_every_committed_event_exactly_once_in_order(two_servers):
     """Writers on two processes append while a follower tails the feed; it must miss nothing."""
     url, servers = two_servers
-    account = f"acct-{uuid.uuid4().hex[:8]}"
-    writer_headers = {"Authorization": f"Bearer {token(account)}"}
-    follower_headers = {"Authorization": f"Bearer {token(account, scope='audit:read')}"}
+    account = new_account()
+    writer_headers = auth(account)
+    follower_headers = auth(account, scope="audit:read")
     run = str(uuid.uuid4())
     acknowledged: list[str] = []
     done = threading.Event()
 
     def writer(n: int) -> None:
         with httpx.Client(base_url=servers[n % 2], headers=writer_headers, timeout=60) as client:
-            label = client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"w{n}"})
+            label = client.post(labels_url(run), json={"output_resource_name": f"w{n}"})
             assert label.status_code == 201
             acknowledged.append(label.headers["x-request-id"])
             for i in range(PUTS_PER_THREAD):
-                response = client.put(f"/v1/run/{run}/gold-label/{label.json()['id']}", json={"text_value": str(i)})
+                response = client.put(label_url(run, label.json()["id"]), json={"text_value": str(i)})
                 assert response.status_code == 200
                 acknowledged.append(response.headers["x-request-id"])
 
@@ -186,11 +188,7 @@ def test_a_follower_sees_every_committed_event_exactly_once_in_order(two_servers
     for event in seen:
         by_label.setdefault(event["label_id"], []).append(event["version"])
     assert all(versions == list(range(1, len(versions) + 1)) for versions in by_label.values())
-    engine = sa.create_engine(sync_url(url))
-    with engine.connect() as conn:
-        stored = conn.execute(sa.select(sa.func.count()).where(events.c.account_id == account)).scalar()
-    engine.dispose()
-    assert stored == len(seen) == expected
+    assert stored_events(url, account) == len(seen) == expected
 
 
 def test_a_label_that_lost_a_race_is_locked_first_for_a_while_then_raced_again():
@@ -251,23 +249,19 @@ def test_a_follower_folding_the_feed_ends_with_the_read_model_whatever_path_wrot
     """Plain, If-Match, idempotent and delete writes race on a few hot labels through two processes. In
     feed order each label's versions must come 1, 2, 3…, so folding the feed gives exactly the read model."""
     url, servers = two_servers
-    account = f"acct-{uuid.uuid4().hex[:8]}"
-    headers = {"Authorization": f"Bearer {token(account)}"}
-    auditor = {"Authorization": f"Bearer {token(account, scope='audit:read')}"}
+    account = new_account()
+    headers = auth(account)
+    auditor = auth(account, scope="audit:read")
     run = str(uuid.uuid4())
-    label_ids = [
-        httpx.post(
-            f"{servers[0]}/v1/run/{run}/gold-labels", json={"output_resource_name": f"hot{n}"}, headers=headers
-        ).json()["id"]
-        for n in range(HOT_LABELS)
-    ]
+    with httpx.Client(base_url=servers[0], headers=headers) as first:
+        label_ids = [create_label(first, run, output_resource_name=f"hot{n}")["id"] for n in range(HOT_LABELS)]
 
     def writer(n: int) -> Counter:
         statuses: Counter = Counter()
         etag = '"1"'
         with httpx.Client(base_url=servers[n % 2], headers=headers, timeout=60) as client:
             for i in range(OPS_PER_WRITER):
-                path = f"/v1/run/{run}/gold-label/{label_ids[(n + i) % HOT_LABELS]}"
+                path = label_url(run, label_ids[(n + i) % HOT_LABELS])
                 extra = {}
                 if i % 4 == 1:
                     extra["If-Match"] = etag  # often stale: a 412 is a fine answer
@@ -286,15 +280,10 @@ def test_a_follower_folding_the_feed_ends_with_the_read_model_whatever_path_wrot
     assert set(statuses) <= {200, 204, 404, 412}, statuses
     assert statuses[200] > MIXED_WRITERS * OPS_PER_WRITER // 2, statuses
 
-    engine = sa.create_engine(sync_url(url))
-    try:
-        with engine.connect() as conn:
-            stored_events = conn.execute(sa.select(sa.func.count()).where(events.c.account_id == account)).scalar()
-    finally:
-        engine.dispose()
-    stored = storage_reads.stored_labels(url, account)
-    feed = _feed(servers[1], auditor, stored_events)
-    assert len(feed) == stored_events
+    events = stored_events(url, account)
+    stored = stored_labels(url, account)
+    feed = _feed(servers[1], auditor, events)
+    assert len(feed) == events
     states: dict[str, LabelState] = {}
     for event in feed:
         recorded = _recorded(event, account)

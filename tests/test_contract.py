@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 
-from tests.conftest import assert_error, auth
+from tests.helpers import assert_error, auth, create_label, label_url, labels_url, post_label
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 FIELDS = {
@@ -26,30 +26,11 @@ FIELDS = {
 }
 
 
-def labels_url(run_id: str) -> str:
-    return f"/v1/run/{run_id}/gold-labels"
-
-
-def label_url(run_id: str, label_id: str) -> str:
-    return f"/v1/run/{run_id}/gold-label/{label_id}"
-
-
-def create(client, run_id: str, headers=None, **body):
-    body.setdefault("output_resource_name", f"output-{uuid.uuid4().hex[:8]}")
-    return client.post(labels_url(run_id), json=body, headers=headers or auth())
-
-
-def created(client, run_id: str, **body) -> dict:
-    response = create(client, run_id, **body)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 # --- create -------------------------------------------------------------------------------------
 
 
 def test_create_returns_201_with_the_label_location_and_etag(client, run_id):
-    response = create(client, run_id, output_resource_name="answer", text_value="42")
+    response = post_label(client, run_id, auth(), output_resource_name="answer", text_value="42")
     assert response.status_code == 201
     label = response.json()
     assert set(label) == FIELDS
@@ -64,48 +45,55 @@ def test_create_returns_201_with_the_label_location_and_etag(client, run_id):
 
 
 def test_create_object_label_defaults_partial_to_false(client, run_id):
-    label = created(client, run_id, object_value={"b": 1, "a": [True, None]})
+    label = create_label(client, run_id, auth(), object_value={"b": 1, "a": [True, None]})
     assert label["object_value"] == {"b": 1, "a": [True, None]}
     assert label["object_value_is_partial"] is False and label["text_value"] is None
 
 
 def test_create_keeps_the_partial_flag_sent_with_an_object(client, run_id):
-    assert created(client, run_id, object_value={}, object_value_is_partial=True)["object_value_is_partial"] is True
+    assert (
+        create_label(client, run_id, auth(), object_value={}, object_value_is_partial=True)["object_value_is_partial"]
+        is True
+    )
 
 
 def test_create_without_a_value_is_allowed(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     assert label["text_value"] is None and label["object_value"] is None
 
 
 def test_create_ignores_identity_fields_in_the_body(client, run_id):
-    label = created(client, run_id, account_id="evil", created_by="mallory", id=str(uuid.uuid4()), text_value="x")
+    label = create_label(
+        client, run_id, auth(), account_id="evil", created_by="mallory", id=str(uuid.uuid4()), text_value="x"
+    )
     assert label["account_id"] == "acme" and label["created_by"] == "alice"
 
 
 def test_create_with_text_and_object_is_400(client, run_id):
-    assert_error(create(client, run_id, text_value="x", object_value={"a": 1}), 400, "not both")
+    assert_error(post_label(client, run_id, auth(), text_value="x", object_value={"a": 1}), 400, "not both")
 
 
 @pytest.mark.parametrize(
     "body", [{"object_value_is_partial": True}, {"text_value": "x", "object_value_is_partial": False}]
 )
 def test_create_with_partial_flag_but_no_object_is_400(client, run_id, body):
-    assert assert_error(create(client, run_id, **body), 400, "object_value_is_partial")["field"] == (
+    assert assert_error(post_label(client, run_id, auth(), **body), 400, "object_value_is_partial")["field"] == (
         "object_value_is_partial"
     )
 
 
 def test_second_create_for_the_same_output_resource_is_409_naming_the_label(client, run_id):
-    first = created(client, run_id, output_resource_name="dup", text_value="a")
-    body = assert_error(create(client, run_id, output_resource_name="dup", text_value="b"), 409, first["id"])
+    first = create_label(client, run_id, auth(), output_resource_name="dup", text_value="a")
+    body = assert_error(
+        post_label(client, run_id, auth(), output_resource_name="dup", text_value="b"), 409, first["id"]
+    )
     assert body["existing_id"] == first["id"]
 
 
 def test_same_output_resource_in_another_run_or_account_is_fine(client, run_id):
-    created(client, run_id, output_resource_name="shared")
-    created(client, str(uuid.uuid4()), output_resource_name="shared")
-    assert create(client, run_id, headers=auth("other"), output_resource_name="shared").status_code == 201
+    create_label(client, run_id, auth(), output_resource_name="shared")
+    create_label(client, str(uuid.uuid4()), auth(), output_resource_name="shared")
+    assert post_label(client, run_id, auth("other"), output_resource_name="shared").status_code == 201
 
 
 @pytest.mark.parametrize(
@@ -165,8 +153,8 @@ def test_nesting_over_the_depth_limit_is_400(client, run_id, settings):
     value: dict = {}
     for _ in range(settings.max_object_depth):
         value = {"a": value}
-    assert_error(create(client, run_id, object_value=value), 400, "nested deeper")
-    assert create(client, run_id, object_value=value["a"]).status_code == 201
+    assert_error(post_label(client, run_id, auth(), object_value=value), 400, "nested deeper")
+    assert post_label(client, run_id, auth(), object_value=value["a"]).status_code == 201
 
 
 def test_absurd_nesting_is_400_not_500(client, run_id):
@@ -203,25 +191,25 @@ def test_non_uuid_run_id_is_400_naming_it(client):
 
 
 def test_get_returns_the_label_with_its_etag(client, run_id):
-    label = created(client, run_id, text_value="t")
+    label = create_label(client, run_id, auth(), text_value="t")
     response = client.get(label_url(run_id, label["id"]), headers=auth())
     assert response.status_code == 200 and response.json() == label
     assert response.headers["etag"] == '"1"'
 
 
 def test_get_accepts_any_spelling_of_the_uuids(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     response = client.get(label_url(run_id.upper(), label["id"].replace("-", "")), headers=auth())
     assert response.status_code == 200 and response.json()["id"] == label["id"]
 
 
 def test_get_unknown_label_is_404(client, run_id):
-    created(client, run_id)
+    create_label(client, run_id, auth())
     assert_error(client.get(label_url(run_id, str(uuid.uuid4())), headers=auth()), 404, "not found")
 
 
 def test_get_label_through_another_run_is_404(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     assert_error(client.get(label_url(str(uuid.uuid4()), label["id"]), headers=auth()), 404)
 
 
@@ -230,7 +218,7 @@ def test_get_with_non_uuid_label_id_is_400(client, run_id):
 
 
 def test_list_is_oldest_first_and_stable(client, run_id):
-    ids = [created(client, run_id, text_value=str(n))["id"] for n in range(5)]
+    ids = [create_label(client, run_id, auth(), text_value=str(n))["id"] for n in range(5)]
     first = client.get(labels_url(run_id), headers=auth())
     assert first.status_code == 200
     assert [label["id"] for label in first.json()] == ids
@@ -242,7 +230,7 @@ def test_list_unknown_run_is_404(client):
 
 
 def test_list_of_a_run_whose_labels_were_all_deleted_is_empty(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     assert client.delete(label_url(run_id, label["id"]), headers=auth()).status_code == 204
     response = client.get(labels_url(run_id), headers=auth())
     assert response.status_code == 200 and response.json() == []
@@ -252,7 +240,7 @@ def test_list_of_a_run_whose_labels_were_all_deleted_is_empty(client, run_id):
 
 
 def test_another_accounts_label_is_indistinguishable_from_a_missing_one(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     missing_id = str(uuid.uuid4())
     theirs = client.get(label_url(run_id, label["id"]), headers=auth("intruder"))
     missing = client.get(label_url(run_id, missing_id), headers=auth("intruder"))
@@ -265,7 +253,7 @@ def test_another_accounts_label_is_indistinguishable_from_a_missing_one(client, 
 
 
 def test_read_scope_cannot_write(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     reader = auth(scope="gold_labels:read")
     assert client.get(label_url(run_id, label["id"]), headers=reader).status_code == 200
     assert_error(client.post(labels_url(run_id), json={"output_resource_name": "n"}, headers=reader), 403, "write")
@@ -274,12 +262,12 @@ def test_read_scope_cannot_write(client, run_id):
 
 
 def test_write_scope_alone_cannot_read(client, run_id):
-    label = created(client, run_id, headers=auth(scope="gold_labels:write"))
+    label = create_label(client, run_id, auth(scope="gold_labels:write"))
     assert_error(client.get(label_url(run_id, label["id"]), headers=auth(scp=["gold_labels:write"])), 403, "read")
 
 
 def test_token_without_scopes_may_read_and_write(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     assert client.get(labels_url(run_id), headers=auth()).json()[0]["id"] == label["id"]
 
 
@@ -293,7 +281,7 @@ def put(client, run_id, label_id, body, **headers):
 
 
 def test_put_text_makes_a_text_label(client, run_id):
-    label = created(client, run_id, object_value={"a": 1}, object_value_is_partial=True)
+    label = create_label(client, run_id, auth(), object_value={"a": 1}, object_value_is_partial=True)
     response = put(client, run_id, label["id"], {"text_value": "now text"})
     assert response.status_code == 200 and response.headers["etag"] == '"2"'
     updated = response.json()
@@ -305,7 +293,7 @@ def test_put_text_makes_a_text_label(client, run_id):
 
 
 def test_put_object_makes_an_object_label_with_partial_false_by_default(client, run_id):
-    label = created(client, run_id, text_value="t")
+    label = create_label(client, run_id, auth(), text_value="t")
     updated = put(client, run_id, label["id"], {"object_value": {"z": 1}}).json()
     assert updated["text_value"] is None and updated["object_value"] == {"z": 1}
     assert updated["object_value_is_partial"] is False
@@ -314,30 +302,30 @@ def test_put_object_makes_an_object_label_with_partial_false_by_default(client, 
 
 
 def test_put_partial_flag_alone_changes_only_the_flag(client, run_id):
-    label = created(client, run_id, object_value={"k": "v"})
+    label = create_label(client, run_id, auth(), object_value={"k": "v"})
     updated = put(client, run_id, label["id"], {"object_value_is_partial": True}).json()
     assert updated["object_value"] == {"k": "v"} and updated["object_value_is_partial"] is True
 
 
 def test_put_partial_flag_on_a_text_label_is_400(client, run_id):
-    label = created(client, run_id, text_value="t")
+    label = create_label(client, run_id, auth(), text_value="t")
     assert_error(put(client, run_id, label["id"], {"object_value_is_partial": True}), 400, "object_value_is_partial")
 
 
 def test_put_nulls_are_left_as_they_are(client, run_id):
-    label = created(client, run_id, text_value="keep")
+    label = create_label(client, run_id, auth(), text_value="keep")
     body = {"text_value": None, "object_value": None, "object_value_is_partial": None}
     assert_error(put(client, run_id, label["id"], body), 400, "nothing to update")
 
 
 @pytest.mark.parametrize("body", [{}, {"unknown": 1}, {"output_resource_name": "same"}])
 def test_put_without_any_value_field_is_400(client, run_id, body):
-    label = created(client, run_id, output_resource_name="same", text_value="t")
+    label = create_label(client, run_id, auth(), output_resource_name="same", text_value="t")
     assert_error(put(client, run_id, label["id"], body), 400, "nothing to update")
 
 
 def test_put_back_what_get_returned_is_accepted(client, run_id):
-    label = created(client, run_id, object_value={"x": [1, 2]}, object_value_is_partial=True)
+    label = create_label(client, run_id, auth(), object_value={"x": [1, 2]}, object_value_is_partial=True)
     response = put(client, run_id, label["id"], label)
     assert response.status_code == 200
     assert {k: v for k, v in response.json().items() if not k.startswith("updated")} == {
@@ -346,7 +334,7 @@ def test_put_back_what_get_returned_is_accepted(client, run_id):
 
 
 def test_put_changing_output_resource_name_is_400(client, run_id):
-    label = created(client, run_id, output_resource_name="fixed", text_value="t")
+    label = create_label(client, run_id, auth(), output_resource_name="fixed", text_value="t")
     body = assert_error(
         put(client, run_id, label["id"], {"output_resource_name": "moved", "text_value": "u"}), 400, "cannot be changed"
     )
@@ -355,30 +343,30 @@ def test_put_changing_output_resource_name_is_400(client, run_id):
 
 
 def test_put_with_text_and_object_is_400_and_changes_nothing(client, run_id):
-    label = created(client, run_id, text_value="t")
+    label = create_label(client, run_id, auth(), text_value="t")
     assert_error(put(client, run_id, label["id"], {"text_value": "a", "object_value": {}}), 400, "not both")
     assert client.get(label_url(run_id, label["id"]), headers=auth()).headers["etag"] == '"1"'
 
 
 def test_put_text_with_partial_flag_is_400(client, run_id):
-    label = created(client, run_id, object_value={})
+    label = create_label(client, run_id, auth(), object_value={})
     assert_error(put(client, run_id, label["id"], {"text_value": "a", "object_value_is_partial": True}), 400)
 
 
 def test_every_accepted_put_is_a_new_version_even_when_nothing_changed(client, run_id):
-    label = created(client, run_id, text_value="same")
+    label = create_label(client, run_id, auth(), text_value="same")
     for version in (2, 3, 4):
         response = put(client, run_id, label["id"], {"text_value": "same"})
         assert response.headers["etag"] == f'"{version}"'
 
 
 def test_put_unknown_label_is_404(client, run_id):
-    created(client, run_id)
+    create_label(client, run_id, auth())
     assert_error(put(client, run_id, str(uuid.uuid4()), {"text_value": "x"}), 404)
 
 
 def test_put_with_matching_if_match_succeeds_and_stale_is_412(client, run_id):
-    label = created(client, run_id, text_value="v1")
+    label = create_label(client, run_id, auth(), text_value="v1")
     assert put(client, run_id, label["id"], {"text_value": "v2"}, **{"If-Match": '"1"'}).status_code == 200
     stale = put(client, run_id, label["id"], {"text_value": "v3"}, **{"If-Match": '"1"'})
     assert_error(stale, 412, "version 2")
@@ -388,13 +376,13 @@ def test_put_with_matching_if_match_succeeds_and_stale_is_412(client, run_id):
 
 @pytest.mark.parametrize("if_match", ['"2"', "garbage", 'W/"1"', '""'])
 def test_put_with_any_other_if_match_is_412(client, run_id, if_match):
-    label = created(client, run_id, text_value="v1")
+    label = create_label(client, run_id, auth(), text_value="v1")
     assert_error(put(client, run_id, label["id"], {"text_value": "v2"}, **{"If-Match": if_match}), 412)
 
 
 @pytest.mark.parametrize("if_match", ["*", '"7", "1"'])
 def test_put_with_star_or_a_list_containing_the_version_succeeds(client, run_id, if_match):
-    label = created(client, run_id, text_value="v1")
+    label = create_label(client, run_id, auth(), text_value="v1")
     assert put(client, run_id, label["id"], {"text_value": "v2"}, **{"If-Match": if_match}).status_code == 200
 
 
@@ -402,8 +390,8 @@ def test_put_with_star_or_a_list_containing_the_version_succeeds(client, run_id,
 
 
 def test_delete_is_204_then_the_label_is_gone_everywhere(client, run_id):
-    label = created(client, run_id, text_value="t")
-    keep = created(client, run_id, text_value="other")
+    label = create_label(client, run_id, auth(), text_value="t")
+    keep = create_label(client, run_id, auth(), text_value="other")
     response = client.delete(label_url(run_id, label["id"]), headers=auth())
     assert response.status_code == 204 and response.content == b""
     assert_error(client.get(label_url(run_id, label["id"]), headers=auth()), 404)
@@ -413,14 +401,14 @@ def test_delete_is_204_then_the_label_is_gone_everywhere(client, run_id):
 
 
 def test_delete_frees_the_output_resource_for_a_new_label_with_a_new_id(client, run_id):
-    label = created(client, run_id, output_resource_name="reused")
+    label = create_label(client, run_id, auth(), output_resource_name="reused")
     client.delete(label_url(run_id, label["id"]), headers=auth())
-    again = created(client, run_id, output_resource_name="reused")
+    again = create_label(client, run_id, auth(), output_resource_name="reused")
     assert again["id"] != label["id"]
 
 
 def test_delete_with_stale_if_match_is_412_and_keeps_the_label(client, run_id):
-    label = created(client, run_id)
+    label = create_label(client, run_id, auth())
     put(client, run_id, label["id"], {"text_value": "v2"})
     assert_error(client.delete(label_url(run_id, label["id"]), headers={**auth(), "If-Match": '"1"'}), 412)
     assert client.get(label_url(run_id, label["id"]), headers=auth()).status_code == 200
@@ -463,7 +451,7 @@ def test_openapi_schema_lists_the_documented_operations(client):
 
 
 def test_timestamps_are_utc_microseconds_and_never_go_backwards(client, run_id):
-    label = created(client, run_id, text_value="0")
+    label = create_label(client, run_id, auth(), text_value="0")
     stamps = [label["updated_at"]]
     for n in range(5):
         stamps.append(put(client, run_id, label["id"], {"text_value": str(n)}).json()["updated_at"])

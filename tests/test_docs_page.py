@@ -4,7 +4,6 @@ Content-Security-Policy), the OpenAPI document beside it, and a JSON 404 for eve
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -12,8 +11,7 @@ import httpx
 import pytest
 from litestar.testing import TestClient
 
-from service.http.app import create_app
-from tests.conftest import assert_error, make_settings
+from tests.helpers import assert_error
 from tests.servers import clean_environment, goldtrail_serve
 
 SWAGGER_UI_VERSION = "5.35.0"  # npm swagger-ui-dist, vendored in service/static/docs
@@ -66,12 +64,10 @@ def _parse(html: str) -> _Page:
     return page
 
 
-@pytest.fixture(scope="module")
-def docs(tmp_path_factory) -> Iterator[TestClient]:
+@pytest.fixture
+def docs(sqlite_client) -> TestClient:
     """An in-process app; the database plays no part in the docs."""
-    data = tmp_path_factory.mktemp("docs")
-    with TestClient(app=create_app(make_settings(f"sqlite:///{data / 'docs.sqlite3'}", data))) as client:
-        yield client
+    return sqlite_client
 
 
 def test_docs_page_is_html_under_a_same_origin_content_security_policy(docs):

@@ -10,12 +10,10 @@ import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
-from service.storage.database import sync_url
-from tests.conftest import drop_postgres_database, fresh_database_url
-from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
+from tests.helpers import bearer, create_label, engine_of, labels_url
+from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve, run_goldtrail
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -76,28 +74,22 @@ def test_readme_auditor_session_works_and_verifies_clean(tmp_path):
 def test_embedded_default_keeps_data_and_a_private_secret_in_the_local_folder(tmp_path):
     env = clean_environment()
     with goldtrail_serve(tmp_path, env) as base:
-        token = subprocess.run(
-            [GOLDTRAIL, "token", "--user", "u", "--account", "a"], cwd=tmp_path, env=env, capture_output=True, text=True
-        ).stdout.strip()
+        token = run_goldtrail(env, "token", "--user", "u", "--account", "a", cwd=tmp_path).stdout.strip()
         run = "0b5c9b5e-1c56-4a53-9a3b-6e7d2f9c8a10"
-        created = httpx.post(
-            f"{base}/v1/run/{run}/gold-labels",
-            json={"output_resource_name": "o", "text_value": "kept"},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert created.status_code == 201
+        with httpx.Client(base_url=base, headers=bearer(token)) as client:
+            create_label(client, run, output_resource_name="o", text_value="kept")
     secret = tmp_path / ".goldtrail" / "dev-jwt-secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert (tmp_path / ".goldtrail" / "goldtrail.sqlite3").is_file()
     # A restart finds the same data and accepts the same token (the secret persisted).
     with goldtrail_serve(tmp_path, env) as base:
-        listed = httpx.get(f"{base}/v1/run/{run}/gold-labels", headers={"Authorization": f"Bearer {token}"})
+        listed = httpx.get(f"{base}{labels_url(run)}", headers=bearer(token))
     assert listed.status_code == 200 and listed.json()[0]["text_value"] == "kept"
 
 
 def test_serve_refuses_to_start_on_postgres_without_a_key(tmp_path):
     env = clean_environment(GOLDTRAIL_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
-    result = subprocess.run([GOLDTRAIL, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    result = run_goldtrail(env, "serve", cwd=tmp_path, timeout=30)
     assert result.returncode == 2
     assert "GOLDTRAIL_JWT_SECRET" in result.stderr
 
@@ -106,36 +98,30 @@ def test_serve_refuses_to_start_with_an_unusable_key_file(tmp_path):
     jwks = tmp_path / "keys.json"
     jwks.write_text("{not json")
     env = clean_environment(GOLDTRAIL_JWT_JWKS=str(jwks))
-    result = subprocess.run([GOLDTRAIL, "serve"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    result = run_goldtrail(env, "serve", cwd=tmp_path, timeout=30)
     assert result.returncode == 2
     assert "not a usable JWKS file" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_migrate_and_the_operator_commands_need_no_token_key_but_serve_and_token_refuse(tmp_path, backend):
-    url = fresh_database_url(backend, tmp_path)
-    try:
-        env = clean_environment(GOLDTRAIL_DATABASE_URL=url)
+def test_migrate_and_the_operator_commands_need_no_token_key_but_serve_and_token_refuse(
+    tmp_path, backend, fresh_database
+):
+    url = fresh_database(backend, migrated=False)
+    env = clean_environment(GOLDTRAIL_DATABASE_URL=url)
 
-        def goldtrail(*args: str) -> subprocess.CompletedProcess:
-            return subprocess.run([GOLDTRAIL, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    def goldtrail(*args: str) -> subprocess.CompletedProcess:
+        return run_goldtrail(env, *args, cwd=tmp_path, timeout=60)
 
-        migrated = goldtrail("migrate")
-        assert migrated.returncode == 0, migrated.stderr
-        engine = sa.create_engine(sync_url(url))
-        try:
-            assert {"events", "gold_labels", "alembic_version"} <= set(sa.inspect(engine).get_table_names())
-        finally:
-            engine.dispose()
-        verified = goldtrail("verify")
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-        exported = goldtrail("export")
-        assert exported.returncode == 0 and exported.stdout == "", exported.stderr
+    migrated = goldtrail("migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    with engine_of(url) as engine:
+        assert {"events", "gold_labels", "alembic_version"} <= set(sa.inspect(engine).get_table_names())
+    verified = goldtrail("verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    exported = goldtrail("export")
+    assert exported.returncode == 0 and exported.stdout == "", exported.stderr
 
-        for refused in (goldtrail("serve", "--port", "1"), goldtrail("token", "--user", "u", "--account", "a")):
-            assert refused.returncode == 2
-            assert "no token key configured" in refused.stderr and "GOLDTRAIL_JWT_SECRET" in refused.stderr
-        assert not (tmp_path / ".goldtrail").exists()  # no development secret was made outside the embedded default
-    finally:
-        if backend == "postgres":
-            drop_postgres_database(url)
+    for refused in (goldtrail("serve", "--port", "1"), goldtrail("token", "--user", "u", "--account", "a")):
+        assert refused.returncode == 2
+        assert "no token key configured" in refused.stderr and "GOLDTRAIL_JWT_SECRET" in refused.stderr
+    assert not (tmp_path / ".goldtrail").exists()  # no development secret was made outside the embedded default

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import uuid
 
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from events.chain import seal
 from events.types import GENESIS_HASH, PendingEvent
 from projections.fold import fold
-from tests import storage_reads
-from tests.conftest import auth
+from tests.helpers import auth, create_label, label_url, labels_url, new_account, stored_label, stored_stream
 
 values = st.one_of(
     st.fixed_dictionaries({"text_value": st.text(max_size=20).filter(lambda s: "\x00" not in s)}),
@@ -33,18 +31,10 @@ operations = st.lists(
 )
 
 
-def stored_events(engine: sa.Engine, account: str, label_id: str):
-    return storage_reads.stored_stream(engine.url.render_as_string(hide_password=False), account, label_id)
-
-
-def read_model_row(engine: sa.Engine, account: str, label_id: str):
-    return storage_reads.stored_label(engine.url.render_as_string(hide_password=False), account, label_id)
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations)
-def test_fold_of_all_events_equals_the_read_model(client, engine, ops):
-    run_id, account = str(uuid.uuid4()), f"acct-{uuid.uuid4().hex[:8]}"
+def test_fold_of_all_events_equals_the_read_model(client, database_url, ops):
+    run_id, account = str(uuid.uuid4()), new_account()
     headers = auth(account)
     slots: dict[int, str] = {}
     made: list[str] = []
@@ -52,7 +42,7 @@ def test_fold_of_all_events_equals_the_read_model(client, engine, ops):
         label_id = slots.get(slot)
         if kind == "create":
             response = client.post(
-                f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": f"out-{slot}", **body}, headers=headers
+                labels_url(run_id), json={"output_resource_name": f"out-{slot}", **body}, headers=headers
             )
             if label_id is None:
                 assert response.status_code == 201, response.text
@@ -63,31 +53,31 @@ def test_fold_of_all_events_equals_the_read_model(client, engine, ops):
         elif label_id is None:
             continue
         elif kind == "update":
-            assert client.put(f"/v1/run/{run_id}/gold-label/{label_id}", json=body, headers=headers).status_code == 200
+            assert client.put(label_url(run_id, label_id), json=body, headers=headers).status_code == 200
         else:
-            assert client.delete(f"/v1/run/{run_id}/gold-label/{label_id}", headers=headers).status_code == 204
+            assert client.delete(label_url(run_id, label_id), headers=headers).status_code == 204
             del slots[slot]
 
     for label_id in made:
-        history = stored_events(engine, account, label_id)
+        history = stored_stream(database_url, account, label_id)
         assert [event.version for event in history] == list(range(1, len(history) + 1))
         folded = fold(history)
-        assert folded == read_model_row(engine, account, label_id)
-        response = client.get(f"/v1/run/{run_id}/gold-label/{label_id}", headers=headers)
+        assert folded == stored_label(database_url, account, label_id)
+        response = client.get(label_url(run_id, label_id), headers=headers)
         assert response.status_code == (404 if folded.deleted else 200)
         if not folded.deleted:
             assert response.headers["etag"] == f'"{folded.version}"'
 
 
-def test_each_event_hash_chains_to_the_previous_one(client, engine, run_id):
-    account = f"acct-{uuid.uuid4().hex[:8]}"
+def test_each_event_hash_chains_to_the_previous_one(client, database_url, run_id):
+    account = new_account()
     label = client.post(
-        f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o", "text_value": "a"}, headers=auth(account)
+        labels_url(run_id), json={"output_resource_name": "o", "text_value": "a"}, headers=auth(account)
     ).json()
     for text in ("b", "c"):
-        client.put(f"/v1/run/{run_id}/gold-label/{label['id']}", json={"text_value": text}, headers=auth(account))
-    client.delete(f"/v1/run/{run_id}/gold-label/{label['id']}", headers=auth(account))
-    history = stored_events(engine, account, label["id"])
+        client.put(label_url(run_id, label['id']), json={"text_value": text}, headers=auth(account))
+    client.delete(label_url(run_id, label['id']), headers=auth(account))
+    history = stored_stream(database_url, account, label["id"])
     assert [event.type for event in history] == [
         "GoldLabelCreated",
         "GoldLabelUpdated",
@@ -103,25 +93,25 @@ def test_each_event_hash_chains_to_the_previous_one(client, engine, run_id):
     assert len({event.hash for event in history}) == len(history)
 
 
-def test_events_record_actor_request_id_and_reason(client, engine, run_id):
-    account = f"acct-{uuid.uuid4().hex[:8]}"
+def test_events_record_actor_request_id_and_reason(client, database_url, run_id):
+    account = new_account()
     headers = {**auth(account, "carol"), "X-Request-ID": "req-42", "X-Change-Reason": "relabelled after review"}
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=headers).json()
-    (event,) = stored_events(engine, account, label["id"])
+    label = create_label(client, run_id, headers, output_resource_name="o")
+    (event,) = stored_stream(database_url, account, label["id"])
     assert (event.actor, event.request_id, event.reason) == ("carol", "req-42", "relabelled after review")
     assert event.account_id == account and event.run_id == run_id
 
 
-def test_change_reason_may_be_utf8(client, engine, run_id):
-    account = f"acct-{uuid.uuid4().hex[:8]}"
+def test_change_reason_may_be_utf8(client, database_url, run_id):
+    account = new_account()
     reason = "revu par l'équipe ✓"
     headers = {**auth(account), "X-Change-Reason": reason.encode()}
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=headers).json()
-    assert stored_events(engine, account, label["id"])[0].reason == reason
+    label = create_label(client, run_id, headers, output_resource_name="o")
+    assert stored_stream(database_url, account, label["id"])[0].reason == reason
 
 
 def test_overlong_change_reason_is_400_and_stores_nothing(client, run_id):
     headers = {**auth(), "X-Change-Reason": "x" * 2001}
-    response = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=headers)
+    response = client.post(labels_url(run_id), json={"output_resource_name": "o"}, headers=headers)
     assert response.status_code == 400 and "X-Change-Reason" in response.json()["error"]
-    assert client.get(f"/v1/run/{run_id}/gold-labels", headers=auth()).status_code == 404
+    assert client.get(labels_url(run_id), headers=auth()).status_code == 404

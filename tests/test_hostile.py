@@ -19,13 +19,13 @@ import socket
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import schemathesis
-import sqlalchemy as sa
 from litestar.testing import TestClient
 from schemathesis.checks import (
     content_type_conformance,
@@ -41,13 +41,25 @@ from schemathesis.checks import (
 from schemathesis.specs.openapi.checks import is_unexpected_http_status_case
 
 from service.http.app import create_app
-from service.storage.migrate import migrate
-from service.storage.schema import events, gold_labels
-from tests.conftest import SECRET, assert_error, make_settings, token
-from tests.servers import clean_environment, goldtrail_serve
+from tests.helpers import (
+    ALL_SCOPES,
+    SECRET,
+    assert_error,
+    auth,
+    bearer,
+    count_events,
+    count_labels,
+    create_label,
+    database_of_its_own,
+    history_url,
+    label_url,
+    labels_url,
+    make_settings,
+    token,
+)
+from tests.servers import Served, clean_environment, exchange, serving
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "gold-labels.openapi.yaml"
-ALL_SCOPES = "gold_labels:read gold_labels:write audit:read"
 
 # --- Part 1: Schemathesis ------------------------------------------------------------------------
 
@@ -210,42 +222,30 @@ CONTRACT_INVALID_CHECKS = [
 ]
 
 
-@dataclass(frozen=True)
-class Server:
-    base_url: str
-    log: Path
-    seeded: dict[str, tuple[str, ...]]  # per schema: the labels of FUZZ_RUNS[schema], account "fuzz"
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.base_url.removeprefix("http://").split(":")
-        return host, int(port)
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory) -> Iterator[Served]:
+    """One real `goldtrail serve` on SQLite."""
+    tmp = tmp_path_factory.mktemp("hostile-serve")
+    with database_of_its_own("sqlite", tmp) as url:
+        env = clean_environment(GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp))
+        with serving(tmp, env) as served:
+            yield served
 
 
 @pytest.fixture(scope="module")
-def real_server(tmp_path_factory):
-    """One real `goldtrail serve` on SQLite, with a few labels already there for the fuzzer to find."""
-    tmp = tmp_path_factory.mktemp("hostile-serve")
-    url = f"sqlite:///{tmp / 'hostile.sqlite3'}"
-    migrate(url)
-    env = clean_environment(GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp))
-    with goldtrail_serve(tmp, env) as base:
-        headers = {"Authorization": f"Bearer {FUZZ_TOKEN}"}
-        bodies = [
-            {"output_resource_name": "text", "text_value": "The cat sat on the mat."},
-            {"output_resource_name": "object", "object_value": {"b": [1, 2.50, None], "a": {"x": True}}},
-            {"output_resource_name": "partial", "object_value": {}, "object_value_is_partial": True},
-            {"output_resource_name": "empty"},
-        ]
-        seeded = {}
-        for schema, run in FUZZ_RUNS.items():
-            ids = []
-            for body in bodies:
-                response = httpx.post(f"{base}/v1/run/{run}/gold-labels", json=body, headers=headers)
-                assert response.status_code == 201, response.text
-                ids.append(response.json()["id"])
-            seeded[schema] = tuple(ids)
-        yield Server(base_url=base, log=tmp / f"serve-{base.rsplit(':', 1)[1]}.log", seeded=seeded)
+def seeded(real_server) -> dict[str, tuple[str, ...]]:
+    """A few labels already there for the fuzzer to find: per schema, the labels of FUZZ_RUNS[schema]."""
+    bodies = [
+        {"output_resource_name": "text", "text_value": "The cat sat on the mat."},
+        {"output_resource_name": "object", "object_value": {"b": [1, 2.50, None], "a": {"x": True}}},
+        {"output_resource_name": "partial", "object_value": {}, "object_value_is_partial": True},
+        {"output_resource_name": "empty"},
+    ]
+    with httpx.Client(base_url=real_server.base_url, headers={"Authorization": f"Bearer {FUZZ_TOKEN}"}) as client:
+        return {
+            schema: tuple(create_label(client, run, **body)["id"] for body in bodies)
+            for schema, run in FUZZ_RUNS.items()
+        }
 
 
 @pytest.fixture(scope="module")
@@ -276,22 +276,22 @@ def _aim_at_seeded_labels(case, run: str, labels: tuple[str, ...]) -> None:
         params["gold_label_id"] = labels[uuid.UUID(str(params["gold_label_id"])).int % len(labels)]
 
 
-def _fuzz(case, server: Server, counter, name: str, checks, *, aim: bool) -> None:
+def _fuzz(case, server: Served, seeded, counter, name: str, checks, *, aim: bool) -> None:
     counter[name] += 1
     if aim:
         schema = name.split(",")[0]
-        _aim_at_seeded_labels(case, FUZZ_RUNS[schema], server.seeded[schema])
+        _aim_at_seeded_labels(case, FUZZ_RUNS[schema], seeded[schema])
     case.call_and_validate(base_url=server.base_url, checks=checks)
 
 
 @served_valid.parametrize()
-def test_fuzz_the_served_schema_with_valid_input(case, real_server, case_counter):
-    _fuzz(case, real_server, case_counter, "served schema, valid", SERVED_VALID_CHECKS, aim=True)
+def test_fuzz_the_served_schema_with_valid_input(case, real_server, seeded, case_counter):
+    _fuzz(case, real_server, seeded, case_counter, "served schema, valid", SERVED_VALID_CHECKS, aim=True)
 
 
 @served_invalid.parametrize()
-def test_fuzz_the_served_schema_with_invalid_input_which_is_rejected(case, real_server, case_counter):
-    _fuzz(case, real_server, case_counter, "served schema, invalid", SERVED_INVALID_CHECKS, aim=False)
+def test_fuzz_the_served_schema_with_invalid_input_which_is_rejected(case, real_server, seeded, case_counter):
+    _fuzz(case, real_server, seeded, case_counter, "served schema, invalid", SERVED_INVALID_CHECKS, aim=False)
 
 
 if CONTRACT.exists():
@@ -299,12 +299,12 @@ if CONTRACT.exists():
     contract_invalid = schemathesis.openapi.from_path(CONTRACT, config=_fuzz_config("negative"))
 
     @contract_valid.parametrize()
-    def test_fuzz_the_contract_with_valid_input(case, real_server, case_counter):
-        _fuzz(case, real_server, case_counter, "contract, valid", CONTRACT_VALID_CHECKS, aim=True)
+    def test_fuzz_the_contract_with_valid_input(case, real_server, seeded, case_counter):
+        _fuzz(case, real_server, seeded, case_counter, "contract, valid", CONTRACT_VALID_CHECKS, aim=True)
 
     @contract_invalid.parametrize()
-    def test_fuzz_the_contract_with_invalid_input_which_is_rejected(case, real_server, case_counter):
-        _fuzz(case, real_server, case_counter, "contract, invalid", CONTRACT_INVALID_CHECKS, aim=False)
+    def test_fuzz_the_contract_with_invalid_input_which_is_rejected(case, real_server, seeded, case_counter):
+        _fuzz(case, real_server, seeded, case_counter, "contract, invalid", CONTRACT_INVALID_CHECKS, aim=False)
 
 else:
 
@@ -334,12 +334,9 @@ def test_metrics_answers_as_the_served_schema_documents(real_server):
     assert media_type in documented, f"{media_type} served, {sorted(documented)} documented"
 
 
-def test_readyz_503_is_documented_in_the_served_schema(tmp_path):
-    settings = make_settings(
-        "postgresql://postgres@127.0.0.1:1/nowhere", tmp_path, GOLDTRAIL_DB_TIMEOUT_SECONDS="1"
-    )  # nothing listens on port 1
-    with TestClient(app=create_app(settings)) as unreachable:
-        response = unreachable.get("/readyz")
+def test_readyz_503_is_documented_in_the_served_schema(start_app):
+    unreachable = start_app("postgresql://postgres@127.0.0.1:1/nowhere", GOLDTRAIL_DB_TIMEOUT_SECONDS="1")
+    response = unreachable.get("/readyz")  # nothing listens on port 1
     assert_error(response, 503, "not ready")
     assert response.headers["retry-after"]
     assert "503" in SERVED["paths"]["/readyz"]["get"]["responses"]
@@ -364,14 +361,14 @@ def test_the_served_schema_types_the_query_parameters_it_parses():
     assert not loose, f"untyped: {loose}"
 
 
-def test_options_lists_every_method_of_the_route_in_allow(client, run_id):
+def test_options_lists_every_method_of_the_route_in_allow(sqlite_client, run_id):
     label = str(uuid.uuid4())
     for path, methods in [
-        (f"/v1/run/{run_id}/gold-labels", {"GET", "POST", "OPTIONS"}),
-        (f"/v1/run/{run_id}/gold-label/{label}", {"GET", "PUT", "DELETE", "OPTIONS"}),
-        (f"/v1/run/{run_id}/gold-label/{label}/history", {"GET", "OPTIONS"}),
+        (labels_url(run_id), {"GET", "POST", "OPTIONS"}),
+        (label_url(run_id, label), {"GET", "PUT", "DELETE", "OPTIONS"}),
+        (history_url(run_id, label), {"GET", "OPTIONS"}),
     ]:
-        response = client.options(path, headers=hostile_auth("options"))
+        response = sqlite_client.options(path, headers=hostile_auth("options"))
         assert response.status_code in (200, 204)
         allowed = {method.strip() for method in response.headers["allow"].split(",")}
         assert allowed == methods, f"OPTIONS {path}: Allow {sorted(allowed)}, expected {sorted(methods)}"
@@ -383,7 +380,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 def hostile_auth(account: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(account, 'mallory', scope=ALL_SCOPES)}"}
+    return auth(account, "mallory", scope=ALL_SCOPES)
 
 
 @dataclass(frozen=True)
@@ -403,10 +400,10 @@ class Caller:
 
     @property
     def labels_url(self) -> str:
-        return f"/v1/run/{self.run_id}/gold-labels"
+        return labels_url(self.run_id)
 
     def label_url(self, label_id: str) -> str:
-        return f"/v1/run/{self.run_id}/gold-label/{label_id}"
+        return label_url(self.run_id, label_id)
 
 
 @pytest.fixture
@@ -416,12 +413,7 @@ def caller(run_id) -> Caller:
 
 def stored(engine, account: str) -> tuple[int, int]:
     """(events, label rows) of an account, read straight from the tables."""
-    with engine.connect() as conn:
-        count = sa.select(sa.func.count())
-        return (
-            conn.execute(count.select_from(events).where(events.c.account_id == account)).scalar_one(),
-            conn.execute(count.select_from(gold_labels).where(gold_labels.c.account_id == account)).scalar_one(),
-        )
+    return count_events(engine, account=account), count_labels(engine, account=account)
 
 
 def assert_nothing_stored(client, engine, caller: Caller) -> None:
@@ -432,11 +424,7 @@ def assert_nothing_stored(client, engine, caller: Caller) -> None:
 @pytest.fixture
 def existing(client, caller) -> dict:
     """One label of the caller's run: what a hostile PUT must leave exactly as it is."""
-    response = client.post(
-        caller.labels_url, json={"output_resource_name": "target", "text_value": "original"}, headers=caller.auth
-    )
-    assert response.status_code == 201, response.text
-    return response.json()
+    return create_label(client, caller.run_id, caller.auth, output_resource_name="target", text_value="original")
 
 
 def assert_unchanged(client, engine, caller: Caller, label: dict) -> None:
@@ -907,7 +895,7 @@ def test_an_x_change_reason_of_2000_characters_is_recorded(client, caller):
 )
 def test_a_60_kb_authorization_header_is_401_json(client, run_id, junk):
     """Within the head limit (over it, the head is refused 431: tests/test_server_limits.py)."""
-    response = client.get(f"/v1/run/{run_id}/gold-labels", headers={"Authorization": f"Bearer {junk}"})
+    response = client.get(labels_url(run_id), headers={"Authorization": f"Bearer {junk}"})
     assert_error(response, 401)
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert junk[:50] not in response.text
@@ -960,26 +948,6 @@ def test_create_and_update_without_a_body_are_400_and_store_nothing(client, engi
 # --- Only a real socket can send these (real `goldtrail serve`, SQLite) ------------------------------
 
 
-def _exchange(server: Server, data: bytes, *, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """Send raw bytes on a new connection; read one response (status, headers, body)."""
-    with socket.create_connection(server.address, timeout=timeout) as sock:
-        sock.sendall(data)
-        received = b""
-        while b"\r\n\r\n" not in received:
-            chunk = sock.recv(65536)
-            assert chunk, f"connection closed without a response: {received!r}"
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-        while len(body) < int(headers.get("content-length", 0)):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    return int(status_line.split()[1]), headers, body
-
-
 def _head(method: str, path: str, token_: str, **headers: str) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", "Host: goldtrail", f"Authorization: Bearer {token_}"]
     lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
@@ -991,19 +959,17 @@ def _fresh_account_token() -> tuple[str, str]:
     return account, token(account, "mallory", scope=ALL_SCOPES)
 
 
-def _run_is_unknown(server: Server, token_: str, run: str) -> bool:
-    response = httpx.get(f"{server.base_url}/v1/run/{run}/gold-labels", headers={"Authorization": f"Bearer {token_}"})
+def _run_is_unknown(server: Served, token_: str, run: str) -> bool:
+    response = httpx.get(f"{server.base_url}{labels_url(run)}", headers=bearer(token_))
     return response.status_code == 404 and "error" in response.json()
 
 
 def test_a_content_length_over_the_limit_is_413_before_the_body_arrives(real_server):
     _, token_ = _fresh_account_token()
     run = str(uuid.uuid4())
-    data = _head(
-        "POST", f"/v1/run/{run}/gold-labels", token_, Content_Type="application/json", Content_Length=str(50 << 20)
-    )
+    data = _head("POST", labels_url(run), token_, Content_Type="application/json", Content_Length=str(50 << 20))
     started = time.monotonic()
-    status, headers, body = _exchange(real_server, data + b'{"output_resource_name": "x"', timeout=10)
+    status, headers, body = exchange(real_server, data + b'{"output_resource_name": "x"', timeout=10)
     assert status == 413 and headers["content-type"].startswith("application/json"), (status, headers, body)
     assert "error" in json.loads(body)
     assert time.monotonic() - started < 5  # answered at once, without waiting for 50 MiB
@@ -1023,7 +989,7 @@ def test_a_chunked_body_over_the_limit_is_413_and_stores_nothing(real_server):
 
     headers = {"Authorization": f"Bearer {token_}", **JSON}
     try:
-        response = httpx.post(f"{real_server.base_url}/v1/run/{run}/gold-labels", content=body(), headers=headers)
+        response = httpx.post(f"{real_server.base_url}{labels_url(run)}", content=body(), headers=headers)
     except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
         pass  # the server answered and closed while we were still sending: allowed, as long as nothing was stored
     else:
@@ -1036,7 +1002,7 @@ def test_invalid_utf8_in_x_change_reason_is_400_and_stores_nothing(real_server):
     run = str(uuid.uuid4())
     headers = {"Authorization": f"Bearer {token_}", "X-Change-Reason": b"fixed \xff\xfe typo"}
     response = httpx.post(
-        f"{real_server.base_url}/v1/run/{run}/gold-labels", json={"output_resource_name": "x"}, headers=headers
+        f"{real_server.base_url}{labels_url(run)}", json={"output_resource_name": "x"}, headers=headers
     )
     assert assert_error(response, 400, "UTF-8")["field"] == "X-Change-Reason"
     assert _run_is_unknown(real_server, token_, run)
@@ -1044,7 +1010,7 @@ def test_invalid_utf8_in_x_change_reason_is_400_and_stores_nothing(real_server):
 
 def test_a_100_kb_authorization_header_is_answered_in_json_by_the_real_server(real_server):
     response = httpx.get(
-        f"{real_server.base_url}/v1/run/{uuid.uuid4()}/gold-labels",
+        f"{real_server.base_url}{labels_url(uuid.uuid4())}",
         headers={"Authorization": "Bearer " + "a" * 102_400},
     )
     assert response.status_code in (401, 431), response.text
@@ -1060,7 +1026,7 @@ def test_two_authorization_lines_on_the_wire_are_401_and_reveal_nothing(real_ser
     labels = []
     for token_ in (first_token, second_token):
         response = httpx.post(
-            f"{real_server.base_url}/v1/run/{run}/gold-labels",
+            f"{real_server.base_url}{labels_url(run)}",
             json={"output_resource_name": f"secret-{uuid.uuid4().hex[:8]}"},
             headers={"Authorization": f"Bearer {token_}"},
         )
@@ -1074,9 +1040,9 @@ def test_two_authorization_lines_on_the_wire_are_401_and_reveal_nothing(real_ser
         "two-accounts-reversed": (second_token, first_token),
         "same-token-twice": (first_token, first_token),
     }[pair]
-    data = _head("GET", f"/v1/run/{run}/gold-labels", tokens[0], Authorization=f"Bearer {tokens[1]}")
+    data = _head("GET", labels_url(run), tokens[0], Authorization=f"Bearer {tokens[1]}")
     assert data.count(b"\r\nAuthorization: Bearer ") == 2
-    status, headers, body = _exchange(real_server, data)
+    status, headers, body = exchange(real_server, data)
     assert status == 401, (status, body)
     assert headers["content-type"].startswith("application/json")
     assert headers["www-authenticate"].startswith("Bearer")
@@ -1089,7 +1055,7 @@ def test_two_authorization_lines_on_the_wire_are_401_and_reveal_nothing(real_ser
         assert token_.encode() not in body
 
 
-def _access_lines(server: Server, path: str, *, wait: float = 5) -> list[dict]:
+def _access_lines(server: Served, path: str, *, wait: float = 5) -> list[dict]:
     deadline = time.monotonic() + wait
     while True:
         lines = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
@@ -1102,7 +1068,7 @@ def _access_lines(server: Server, path: str, *, wait: float = 5) -> list[dict]:
 def test_a_client_that_disconnects_mid_body_is_not_logged_as_a_server_error(real_server):
     _, token_ = _fresh_account_token()
     run = str(uuid.uuid4())
-    path = f"/v1/run/{run}/gold-labels"
+    path = labels_url(run)
     body = b'{"output_resource_name": "cut short"}'
     data = _head("POST", path, token_, Content_Type="application/json", Content_Length=str(len(body) + 100))
     with socket.create_connection(real_server.address, timeout=10) as sock:

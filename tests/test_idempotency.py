@@ -7,53 +7,40 @@ import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
-from litestar.testing import TestClient
 
-from service.http.app import create_app
-from tests.conftest import assert_error, auth, make_settings
+from tests.helpers import assert_error, auth, count_events, count_labels, create_label, label_url, labels_url
 
 
 def keyed(key: str, account: str = "acme", **extra: str) -> dict[str, str]:
     return {**auth(account), "Idempotency-Key": key, **extra}
 
 
-def events_of(engine: sa.Engine, label_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM events WHERE stream_id = :id"), {"id": label_id}).scalar()
-
-
-def labels_named(engine: sa.Engine, run_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM gold_labels WHERE run_id = :r"), {"r": run_id}).scalar()
-
-
 def test_retried_create_returns_the_first_answer_and_creates_once(client, engine, run_id):
     key = str(uuid.uuid4())
     body = {"output_resource_name": "once", "text_value": "t"}
-    first = client.post(f"/v1/run/{run_id}/gold-labels", json=body, headers=keyed(key))
-    again = client.post(f"/v1/run/{run_id}/gold-labels", json=body, headers=keyed(key))
+    first = client.post(labels_url(run_id), json=body, headers=keyed(key))
+    again = client.post(labels_url(run_id), json=body, headers=keyed(key))
     assert first.status_code == again.status_code == 201
     assert again.content == first.content
     assert again.headers["location"] == first.headers["location"] and again.headers["etag"] == '"1"'
     assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
-    assert labels_named(engine, run_id) == 1
+    assert count_labels(engine, run_id=run_id) == 1
 
 
 def test_retried_put_appends_nothing(client, engine, run_id):
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
-    url, key = f"/v1/run/{run_id}/gold-label/{label['id']}", str(uuid.uuid4())
+    label = create_label(client, run_id, auth(), output_resource_name="o")
+    url, key = label_url(run_id, label['id']), str(uuid.uuid4())
     first = client.put(url, json={"text_value": "v2"}, headers=keyed(key))
     client.put(url, json={"text_value": "v3"}, headers=auth())
     again = client.put(url, json={"text_value": "v2"}, headers=keyed(key))
     assert again.status_code == 200 and again.content == first.content and again.headers["etag"] == '"2"'
-    assert events_of(engine, label["id"]) == 3
+    assert count_events(engine, label_id=label["id"]) == 3
     assert client.get(url, headers=auth()).json()["text_value"] == "v3"
 
 
 def test_retried_delete_is_204_again_while_a_plain_retry_is_404(client, run_id):
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
-    url, key = f"/v1/run/{run_id}/gold-label/{label['id']}", str(uuid.uuid4())
+    label = create_label(client, run_id, auth(), output_resource_name="o")
+    url, key = label_url(run_id, label['id']), str(uuid.uuid4())
     assert client.delete(url, headers=keyed(key)).status_code == 204
     again = client.delete(url, headers=keyed(key))
     assert again.status_code == 204 and again.content == b"" and again.headers["idempotent-replayed"] == "true"
@@ -62,15 +49,15 @@ def test_retried_delete_is_204_again_while_a_plain_retry_is_404(client, run_id):
 
 @pytest.mark.parametrize("change", ["body", "path", "method"])
 def test_same_key_for_a_different_request_is_422(client, run_id, change):
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
-    url, key = f"/v1/run/{run_id}/gold-label/{label['id']}", str(uuid.uuid4())
+    label = create_label(client, run_id, auth(), output_resource_name="o")
+    url, key = label_url(run_id, label['id']), str(uuid.uuid4())
     assert client.put(url, json={"text_value": "a"}, headers=keyed(key)).status_code == 200
     if change == "body":
         response = client.put(url, json={"text_value": "b"}, headers=keyed(key))
     elif change == "path":
-        other = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "p"}, headers=auth())
+        other = client.post(labels_url(run_id), json={"output_resource_name": "p"}, headers=auth())
         response = client.put(
-            f"/v1/run/{run_id}/gold-label/{other.json()['id']}", json={"text_value": "a"}, headers=keyed(key)
+            label_url(run_id, other.json()['id']), json={"text_value": "a"}, headers=keyed(key)
         )
     else:
         response = client.delete(url, headers=keyed(key))
@@ -81,33 +68,32 @@ def test_same_key_for_a_different_request_is_422(client, run_id, change):
 def test_keys_belong_to_one_account(client, run_id):
     key = str(uuid.uuid4())
     body = {"output_resource_name": "o"}
-    mine = client.post(f"/v1/run/{run_id}/gold-labels", json=body, headers=keyed(key))
-    theirs = client.post(f"/v1/run/{run_id}/gold-labels", json=body, headers=keyed(key, account="other"))
+    mine = client.post(labels_url(run_id), json=body, headers=keyed(key))
+    theirs = client.post(labels_url(run_id), json=body, headers=keyed(key, account="other"))
     assert mine.status_code == theirs.status_code == 201
     assert mine.json()["id"] != theirs.json()["id"] and "idempotent-replayed" not in theirs.headers
 
 
 def test_a_failed_write_leaves_its_key_free(client, run_id):
     key = str(uuid.uuid4())
-    bad = client.post(f"/v1/run/{run_id}/gold-labels", json={"text_value": "no name"}, headers=keyed(key))
+    bad = client.post(labels_url(run_id), json={"text_value": "no name"}, headers=keyed(key))
     assert_error(bad, 400)
-    fixed = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=keyed(key))
+    fixed = client.post(labels_url(run_id), json={"output_resource_name": "o"}, headers=keyed(key))
     assert fixed.status_code == 201 and "idempotent-replayed" not in fixed.headers
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "spaces are not allowed", "naïve"])
 def test_malformed_key_is_400(client, run_id, key):
     headers = {**auth(), "Idempotency-Key": key.encode()}
-    response = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=headers)
+    response = client.post(labels_url(run_id), json={"output_resource_name": "o"}, headers=headers)
     assert assert_error(response, 400, "Idempotency-Key")["field"] == "Idempotency-Key"
 
 
-def test_a_key_is_free_again_after_the_retention_window(database_url, tmp_path):
-    settings = make_settings(database_url, tmp_path, GOLDTRAIL_IDEMPOTENCY_RETENTION_SECONDS="1")
+def test_a_key_is_free_again_after_the_retention_window(database_url, start_app):
+    client = start_app(database_url, GOLDTRAIL_IDEMPOTENCY_RETENTION_SECONDS="1")
     run_id, key = str(uuid.uuid4()), str(uuid.uuid4())
-    with TestClient(app=create_app(settings)) as client:
-        first = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "a"}, headers=keyed(key))
-        assert first.status_code == 201
-        time.sleep(1.1)
-        later = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "b"}, headers=keyed(key))
-        assert later.status_code == 201 and later.json()["id"] != first.json()["id"]
+    first = client.post(labels_url(run_id), json={"output_resource_name": "a"}, headers=keyed(key))
+    assert first.status_code == 201
+    time.sleep(1.1)
+    later = client.post(labels_url(run_id), json={"output_resource_name": "b"}, headers=keyed(key))
+    assert later.status_code == 201 and later.json()["id"] != first.json()["id"]

@@ -7,18 +7,14 @@ import json
 import logging
 import re
 import socket
-import subprocess
 import uuid
 
 import httpx
 import pytest
-from litestar.testing import TestClient
 
-from service.http.app import create_app
 from service.http.request_log import JsonFormatter
-from service.storage.migrate import migrate
-from tests.conftest import SECRET, assert_error, auth, make_settings, token
-from tests.servers import GOLDTRAIL, clean_environment, free_port, goldtrail_serve
+from tests.helpers import SECRET, assert_error, auth, create_label, label_url, labels_url, poison_projection, token
+from tests.servers import clean_environment, free_port, goldtrail_serve, run_goldtrail
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -40,11 +36,11 @@ def logs(caplog) -> pytest.LogCaptureFixture:
 
 def test_every_request_leaves_one_structured_line(client, run_id, logs):
     headers = {**auth("acme", "alice"), "X-Request-ID": "trace-77"}
-    client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=headers)
+    client.post(labels_url(run_id), json={"output_resource_name": "o"}, headers=headers)
     client.get("/no/such/route", headers={"X-Request-ID": "trace-78"})
     lines = [r for r in logs.records if r.name == "goldtrail.access"]
     created = next(r for r in lines if r.request_id == "trace-77")
-    assert (created.method, created.path, created.status) == ("POST", f"/v1/run/{run_id}/gold-labels", 201)
+    assert (created.method, created.path, created.status) == ("POST", labels_url(run_id), 201)
     assert (created.account, created.user) == ("acme", "alice") and created.duration_ms > 0
     missing = next(r for r in lines if r.request_id == "trace-78")
     assert missing.status == 404 and missing.account is None
@@ -57,16 +53,16 @@ def test_logs_never_hold_tokens_secrets_or_label_values(client, run_id, logs):
     secret_value = f"confidential-{uuid.uuid4().hex}"
     headers = {"Authorization": f"Bearer {bearer}"}
     label = client.post(
-        f"/v1/run/{run_id}/gold-labels",
+        labels_url(run_id),
         json={"output_resource_name": "o", "text_value": secret_value, "object_value": None},
         headers=headers,
     ).json()
     client.put(
-        f"/v1/run/{run_id}/gold-label/{label['id']}", json={"object_value": {"k": secret_value}}, headers=headers
+        label_url(run_id, label['id']), json={"object_value": {"k": secret_value}}, headers=headers
     )
-    client.get(f"/v1/run/{run_id}/gold-labels", headers={"Authorization": f"Bearer {bearer}x"})  # a 401
+    client.get(labels_url(run_id), headers={"Authorization": f"Bearer {bearer}x"})  # a 401
     client.post(
-        f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": secret_value + "\u0000"}, headers=headers
+        labels_url(run_id), json={"output_resource_name": secret_value + "\u0000"}, headers=headers
     )
     formatter = JsonFormatter()
     text = "\n".join(formatter.format(record) for record in logs.records)
@@ -76,14 +72,10 @@ def test_logs_never_hold_tokens_secrets_or_label_values(client, run_id, logs):
 
 
 def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_500(client, engine, run_id, logs):
-    from tests.test_storage import POISON_TRIGGERS
-
-    with engine.begin() as conn:
-        for statement in POISON_TRIGGERS[engine.dialect.name]:
-            conn.exec_driver_sql(statement)
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
+    poison_projection(engine)
+    label = create_label(client, run_id, auth(), output_resource_name="o")
     response = client.put(
-        f"/v1/run/{run_id}/gold-label/{label['id']}",
+        label_url(run_id, label['id']),
         json={"text_value": "poison"},
         headers={**auth(), "X-Request-ID": "boom-1"},
     )
@@ -96,9 +88,9 @@ def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_500(clien
 
 def test_metrics_count_requests_by_route_and_status_and_events_by_type(client, run_id):
     before = client.get("/metrics").text
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
-    client.put(f"/v1/run/{run_id}/gold-label/{label['id']}", json={"text_value": "x"}, headers=auth())
-    client.get(f"/v1/run/{run_id}/gold-label/{uuid.uuid4()}", headers=auth())
+    label = create_label(client, run_id, auth(), output_resource_name="o")
+    client.put(label_url(run_id, label['id']), json={"text_value": "x"}, headers=auth())
+    client.get(label_url(run_id, uuid.uuid4()), headers=auth())
     client.get(f"/scanner-probe-{run_id}")
     after = client.get("/metrics").text
     route = "/v1/run/{run_id}/gold-label/{gold_label_id}"
@@ -118,21 +110,17 @@ def test_metrics_count_requests_by_route_and_status_and_events_by_type(client, r
     assert label["id"] not in after and run_id not in after  # routes are labelled by template, not by id
 
 
-def test_an_unreachable_database_is_a_fast_503_and_counted(tmp_path):
-    settings = make_settings(
-        "postgresql://nobody@127.0.0.1:9/none",
-        tmp_path,
-        GOLDTRAIL_DB_TIMEOUT_SECONDS="1",
-        GOLDTRAIL_RETRY_AFTER_SECONDS="3",
+def test_an_unreachable_database_is_a_fast_503_and_counted(start_app):
+    client = start_app(
+        "postgresql://nobody@127.0.0.1:9/none", GOLDTRAIL_DB_TIMEOUT_SECONDS="1", GOLDTRAIL_RETRY_AFTER_SECONDS="3"
     )
-    with TestClient(app=create_app(settings)) as client:
-        before = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
-        response = client.get(f"/v1/run/{uuid.uuid4()}/gold-labels", headers=auth())
-        assert_error(response, 503, "unavailable")
-        assert response.headers["retry-after"] == "3"
-        ready = client.get("/readyz")
-        assert_error(ready, 503, "not ready")
-        after = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
+    before = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
+    response = client.get(labels_url(uuid.uuid4()), headers=auth())
+    assert_error(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "3"
+    ready = client.get("/readyz")
+    assert_error(ready, 503, "not ready")
+    after = metric(client.get("/metrics").text, "goldtrail_db_failures_total", kind="unavailable")
     assert after - before >= 2
 
 
@@ -154,7 +142,7 @@ def test_a_metrics_port_serves_the_metrics_of_every_worker_and_the_api_port_does
             with httpx.Client(base_url=base, timeout=10) as client:
                 assert client.get("/healthz").status_code == 200
                 created = client.post(
-                    f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"o{i}"}, headers=auth()
+                    labels_url(run), json={"output_resource_name": f"o{i}"}, headers=auth()
                 )
                 assert created.status_code == 201
         after = httpx.get(scrape, timeout=10).text
@@ -171,11 +159,9 @@ def test_a_metrics_port_serves_the_metrics_of_every_worker_and_the_api_port_does
         assert "goldtrail_requests_total" not in on_the_api_port.text
 
 
-def test_with_a_metrics_port_the_app_answers_metrics_404_like_an_unknown_route(tmp_path):
-    settings = make_settings(f"sqlite:///{tmp_path / 'app.sqlite3'}", tmp_path, GOLDTRAIL_METRICS_PORT="9464")
-    migrate(settings.database_url)
-    with TestClient(app=create_app(settings)) as client:
-        metrics, unknown = client.get("/metrics"), client.get("/no-such-route")
+def test_with_a_metrics_port_the_app_answers_metrics_404_like_an_unknown_route(start_app, sqlite_url):
+    client = start_app(sqlite_url, GOLDTRAIL_METRICS_PORT="9464")
+    metrics, unknown = client.get("/metrics"), client.get("/no-such-route")
     assert_error(metrics, 404)
     assert_error(unknown, 404)
     assert metrics.json()["error"] == unknown.json()["error"].replace("/no-such-route", "/metrics")
@@ -190,13 +176,6 @@ def test_serve_refuses_a_metrics_port_it_cannot_bind(tmp_path):
             GOLDTRAIL_JWT_SECRET=SECRET,
             GOLDTRAIL_METRICS_PORT=str(taken.getsockname()[1]),
         )
-        result = subprocess.run(
-            [GOLDTRAIL, "serve", "--port", str(free_port())],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_goldtrail(env, "serve", "--port", str(free_port()), cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert "cannot serve metrics" in result.stderr and "Traceback" not in result.stderr

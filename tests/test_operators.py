@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import subprocess
 import threading
 import time
 import uuid
@@ -19,12 +18,10 @@ from litestar.testing import TestClient
 
 from projections.replay import replay
 from service.cli import operations
-from service.http.app import create_app
 from service.storage.database import Database, sync_url
-from service.storage.migrate import migrate
 from service.storage.rows import LABEL_FIELDS as FIELDS
-from tests.conftest import SECRET, auth, drop_postgres_database, fresh_database_url, make_settings
-from tests.servers import GOLDTRAIL, clean_environment
+from tests.helpers import SECRET, auth, create_label, label_url, labels_url, make_settings, scalar, update_label
+from tests.servers import clean_environment, run_goldtrail
 
 ACCOUNT = "acme"
 
@@ -41,23 +38,14 @@ class Log:
 
     def write(self, labels: int = 3, updates: int = 2) -> None:
         for n in range(labels):
-            label = self.client.post(
-                f"/v1/run/{self.run_id}/gold-labels",
-                json={"output_resource_name": f"out-{uuid.uuid4().hex[:6]}", "text_value": f"v0 of {n}"},
-                headers=auth(ACCOUNT),
-            ).json()
+            label = create_label(self.client, self.run_id, auth(ACCOUNT), text_value=f"v0 of {n}")
             self.labels.append(label["id"])
             for version in range(updates):
-                self.client.put(
-                    f"/v1/run/{self.run_id}/gold-label/{label['id']}",
-                    json={"object_value": {"n": n, "v": version}},
-                    headers={**auth(ACCOUNT, "bob"), "X-Change-Reason": f"pass {version}"},
-                )
+                reason = {**auth(ACCOUNT, "bob"), "X-Change-Reason": f"pass {version}"}
+                update_label(self.client, self.run_id, label["id"], reason, object_value={"n": n, "v": version})
 
-    def goldtrail(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [GOLDTRAIL, *args], cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=120
-        )
+    def goldtrail(self, *args: str):
+        return run_goldtrail(self.env, *args, cwd=self.cwd)
 
     def tamper(self, statement: str, **params) -> None:
         """Run SQL with the append-only triggers switched off, as a superuser could."""
@@ -88,22 +76,15 @@ class Log:
             time.sleep(0.05)
 
     def scalar(self, statement: str, **params):
-        with self.engine.connect() as conn:
-            return conn.execute(sa.text(statement), params).scalar()
+        return scalar(self.engine, statement, **params)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def log(request, tmp_path) -> Iterator[Log]:
-    url = fresh_database_url(request.param, tmp_path)
-    migrate(url)
-    try:
-        with TestClient(app=create_app(make_settings(url, tmp_path))) as client:
-            log = Log(url, client, tmp_path)
-            yield log
-            log.engine.dispose()
-    finally:
-        if request.param == "postgres":
-            drop_postgres_database(url)
+@pytest.fixture
+def log(backend, fresh_database, start_app, tmp_path) -> Iterator[Log]:
+    url = fresh_database(backend)
+    log = Log(url, start_app(url), tmp_path)
+    yield log
+    log.engine.dispose()
 
 
 def test_verify_passes_on_an_untouched_log(log):
@@ -220,8 +201,8 @@ def test_verify_with_a_digest_catches_a_rewrite_before_its_position(log):
 
 def test_rebuild_restores_a_damaged_read_model_exactly(log):
     log.write()
-    log.client.delete(f"/v1/run/{log.run_id}/gold-label/{log.labels[0]}", headers=auth(ACCOUNT))
-    before = log.client.get(f"/v1/run/{log.run_id}/gold-labels", headers=auth(ACCOUNT)).json()
+    log.client.delete(label_url(log.run_id, log.labels[0]), headers=auth(ACCOUNT))
+    before = log.client.get(labels_url(log.run_id), headers=auth(ACCOUNT)).json()
     with log.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM gold_labels WHERE id = :id"), {"id": log.labels[1]})
         conn.execute(sa.text("UPDATE gold_labels SET version = 99 WHERE id = :id"), {"id": log.labels[2]})
@@ -229,7 +210,7 @@ def test_rebuild_restores_a_damaged_read_model_exactly(log):
     result = log.goldtrail("rebuild")
     assert result.returncode == 0 and "10 events replayed into 3 labels" in result.stdout
     assert log.goldtrail("verify").returncode == 0
-    assert log.client.get(f"/v1/run/{log.run_id}/gold-labels", headers=auth(ACCOUNT)).json() == before
+    assert log.client.get(labels_url(log.run_id), headers=auth(ACCOUNT)).json() == before
 
 
 def test_rebuild_refuses_a_log_that_fails_verification(log):
@@ -243,7 +224,7 @@ def test_rebuild_refuses_a_log_that_fails_verification(log):
 def test_history_prints_a_table_of_every_version(log):
     log.write(labels=1, updates=2)
     label = log.labels[0]
-    log.client.delete(f"/v1/run/{log.run_id}/gold-label/{label}", headers=auth(ACCOUNT, "carol"))
+    log.client.delete(label_url(log.run_id, label), headers=auth(ACCOUNT, "carol"))
     result = log.goldtrail("history", log.run_id, label)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -300,7 +281,7 @@ def test_operator_commands_refuse_an_unmigrated_database(tmp_path):
     env = clean_environment(
         GOLDTRAIL_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.sqlite3'}", GOLDTRAIL_JWT_SECRET=SECRET
     )
-    result = subprocess.run([GOLDTRAIL, "verify"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    result = run_goldtrail(env, "verify", cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "run `goldtrail migrate` first" in result.stderr
 
 
@@ -317,18 +298,18 @@ def _read_model_rows(log: Log) -> list[str]:
 
 def test_rebuild_writes_every_row_byte_for_byte_as_the_writes_did(log):
     log.write(labels=2, updates=1)
-    path = f"/v1/run/{log.run_id}/gold-labels"
+    path = labels_url(log.run_id)
     partial = log.client.post(
         path,
         json={"output_resource_name": "partial", "object_value": {"z": 1, "a": 0.1000, "n": 10**30, "s": "é\n"}},
         headers=auth(ACCOUNT),
     ).json()
     log.client.put(
-        f"/v1/run/{log.run_id}/gold-label/{partial['id']}",
+        label_url(log.run_id, partial["id"]),
         json={"object_value_is_partial": True},
         headers=auth(ACCOUNT),
     )
-    log.client.delete(f"/v1/run/{log.run_id}/gold-label/{log.labels[0]}", headers=auth(ACCOUNT, "carol"))
+    log.client.delete(label_url(log.run_id, log.labels[0]), headers=auth(ACCOUNT, "carol"))
     written = _read_model_rows(log)
     assert len(written) == 3
 
@@ -347,7 +328,7 @@ def test_a_write_arriving_during_a_rebuild_waits_for_it_and_is_kept(log, monkeyp
     async def replay_then_write(conn, progress=None):
         outcome = await real_replay(conn, progress)
         # The events are read: a write now must wait for the new read model, not commit before it.
-        put = f"/v1/run/{log.run_id}/gold-label/{label}"
+        put = label_url(log.run_id, label)
         writer = threading.Thread(
             target=lambda: answers.append(log.client.put(put, json={"text_value": "late"}, headers=auth(ACCOUNT)))
         )
@@ -362,7 +343,7 @@ def test_a_write_arriving_during_a_rebuild_waits_for_it_and_is_kept(log, monkeyp
     assert asyncio.run(operations.rebuild_read_model(make_settings(log.url, log.cwd), out=out)) == 0, out.getvalue()
     writers[0].join(30)
     assert answers[0].status_code == 200, answers[0].text
-    now = log.client.get(f"/v1/run/{log.run_id}/gold-label/{label}", headers=auth(ACCOUNT))
+    now = log.client.get(label_url(log.run_id, label), headers=auth(ACCOUNT))
     assert now.json()["text_value"] == "late" and now.headers["etag"] == '"2"'
     result = log.goldtrail("verify")
     assert result.returncode == 0, result.stdout

@@ -26,7 +26,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import NamedTuple
 
@@ -35,16 +35,14 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from service.storage.migrate import migrate
-from tests.conftest import SECRET, assert_error, drop_postgres_database, fresh_database_url, token
-from tests.servers import GOLDTRAIL, clean_environment, free_port, goldtrail_serve
+from tests.helpers import ALL_SCOPES, SECRET, assert_error, auth, create_label, label_history, label_url, labels_url
+from tests.servers import clean_environment, free_port, goldtrail_serve, run_goldtrail, serving, spawn_serve
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DB_TIMEOUT = 2  # GOLDTRAIL_DB_TIMEOUT_SECONDS given to every server here
 FAIL_FAST = 5.0  # seconds a request may take to answer while the database is gone
 RECOVERY = 20.0  # seconds the service may take to serve again once the database is back
 CLIENT_TIMEOUT = 15.0  # a request that takes longer than this counts as a hang
-AUDITOR_SCOPE = "gold_labels:read gold_labels:write audit:read"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -185,8 +183,9 @@ def served(cluster, tmp_path) -> Iterator[tuple[Cluster, str]]:
 # Helpers
 
 
-def headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(scope=AUDITOR_SCOPE)}"}
+def api(base: str, timeout: float = CLIENT_TIMEOUT) -> httpx.Client:
+    """A client of the service at `base` with every scope (its token made now, not at import)."""
+    return httpx.Client(base_url=base, headers=auth(scope=ALL_SCOPES), timeout=timeout)
 
 
 def timed(call: Callable[[], httpx.Response]) -> tuple[float, httpx.Response]:
@@ -204,18 +203,6 @@ def assert_unavailable(what: str, elapsed: float, response: httpx.Response) -> N
     assert int(response.headers["retry-after"]) >= 1, f"{what}: {response.headers}"
 
 
-def create(client: httpx.Client, run: str, name: str, value: str) -> dict:
-    response = client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": name, "text_value": value})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def history(client: httpx.Client, run: str, label_id: str) -> list[dict]:
-    response = client.get(f"/v1/run/{run}/gold-label/{label_id}/history")
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def wait_until_serving(client: httpx.Client, probe: str) -> float:
     """Poll /readyz and a real read until both answer 200; returns how long that took."""
     started = time.monotonic()
@@ -231,7 +218,7 @@ def wait_until_serving(client: httpx.Client, probe: str) -> float:
 
 
 def run_verify(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([GOLDTRAIL, "verify"], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return run_goldtrail(env, "verify", timeout=60)
 
 
 def serve_log(tmp_path: Path, needle: str = "") -> str:
@@ -250,13 +237,13 @@ def serve_log(tmp_path: Path, needle: str = "") -> str:
 
 
 def every_v1_request(run: str, label_id: str) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
-    label = f"/v1/run/{run}/gold-label/{label_id}"
+    label = label_url(run, label_id)
     return {
-        "POST": lambda c: c.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"n-{uuid.uuid4()}"}),
+        "POST": lambda c: c.post(labels_url(run), json={"output_resource_name": f"n-{uuid.uuid4()}"}),
         "PUT": lambda c: c.put(label, json={"text_value": "during the outage"}),
         "GET": lambda c: c.get(label),
         "GET as of a version": lambda c: c.get(label, params={"version": "1"}),
-        "list": lambda c: c.get(f"/v1/run/{run}/gold-labels"),
+        "list": lambda c: c.get(labels_url(run)),
         "DELETE": lambda c: c.delete(label),
         "history": lambda c: c.get(f"{label}/history"),
         "events page": lambda c: c.get("/v1/events"),
@@ -267,8 +254,8 @@ def every_v1_request(run: str, label_id: str) -> dict[str, Callable[[httpx.Clien
 def test_requests_fail_fast_with_503_while_the_database_is_down(served):
     cluster, base = served
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        label = create(client, run, "summary", "before the outage")
+    with api(base) as client:
+        label = create_label(client, run, output_resource_name="summary", text_value="before the outage")
         cluster.stop("fast")
         # Twice: the first round meets the pool's now-dead connections, the second finds no server at all.
         for round_ in (1, 2):
@@ -283,8 +270,8 @@ def test_requests_fail_fast_with_503_while_the_database_is_down(served):
 
 def test_the_event_export_stream_fails_with_503_while_the_database_is_down(served):
     cluster, base = served
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        create(client, str(uuid.uuid4()), "summary", "before the outage")
+    with api(base) as client:
+        create_label(client, str(uuid.uuid4()), output_resource_name="summary", text_value="before the outage")
         cluster.stop("fast")
         started = time.monotonic()
         with client.stream("GET", "/v1/events", headers={"Accept": "application/x-ndjson"}) as response:
@@ -300,30 +287,30 @@ def test_the_event_export_stream_fails_with_503_while_the_database_is_down(serve
 def test_the_service_recovers_by_itself_when_the_database_comes_back(served):
     cluster, base = served
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        first = create(client, run, "summary", "written before the outage")
-        second = create(client, run, "answer", "also before")
-        updated = client.put(f"/v1/run/{run}/gold-label/{second['id']}", json={"text_value": "updated before"})
+    with api(base) as client:
+        first = create_label(client, run, output_resource_name="summary", text_value="written before the outage")
+        second = create_label(client, run, output_resource_name="answer", text_value="also before")
+        updated = client.put(label_url(run, second["id"]), json={"text_value": "updated before"})
         assert updated.status_code == 200
         before = {
-            "list": client.get(f"/v1/run/{run}/gold-labels").json(),
-            "history": [history(client, run, label["id"]) for label in (first, second)],
+            "list": client.get(labels_url(run)).json(),
+            "history": [label_history(client, run, label["id"]) for label in (first, second)],
         }
 
         cluster.stop("fast")
-        assert_unavailable("GET during the outage", *timed(lambda: client.get(f"/v1/run/{run}/gold-labels")))
+        assert_unavailable("GET during the outage", *timed(lambda: client.get(labels_url(run))))
         cluster.start()
 
-        took = wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+        took = wait_until_serving(client, labels_url(run))
         print(f"\nserving again {took:.1f}s after the database came back")
         assert client.get("/readyz").json() == {"status": "ready"}
-        assert client.get(f"/v1/run/{run}/gold-labels").json() == before["list"]
-        assert [history(client, run, label["id"]) for label in (first, second)] == before["history"]
+        assert client.get(labels_url(run)).json() == before["list"]
+        assert [label_history(client, run, label["id"]) for label in (first, second)] == before["history"]
         # and it writes again
-        after = client.put(f"/v1/run/{run}/gold-label/{first['id']}", json={"text_value": "after the outage"})
+        after = client.put(label_url(run, first["id"]), json={"text_value": "after the outage"})
         assert after.status_code == 200 and after.headers["etag"] == '"2"'
-        third = create(client, run, "third", "new after the outage")
-        assert [label["id"] for label in client.get(f"/v1/run/{run}/gold-labels").json()] == [
+        third = create_label(client, run, output_resource_name="third", text_value="new after the outage")
+        assert [label["id"] for label in client.get(labels_url(run)).json()] == [
             first["id"],
             second["id"],
             third["id"],
@@ -333,14 +320,14 @@ def test_the_service_recovers_by_itself_when_the_database_comes_back(served):
 def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(served, tmp_path):
     cluster, base = served
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        label_id = create(client, run, "hot", "v1")["id"]
-    path = f"/v1/run/{run}/gold-label/{label_id}"
+    with api(base) as client:
+        label_id = create_label(client, run, output_resource_name="hot", text_value="v1")["id"]
+    path = label_url(run, label_id)
     stop = threading.Event()
     outcomes: list[tuple[str, int | str, str | None]] = []  # (value sent, status or error, ETag)
 
     def writer(n: int) -> None:
-        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        with api(base) as client:
             i = 0
             while not stop.is_set():
                 value = f"writer {n} put {i}"
@@ -362,7 +349,7 @@ def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(serve
         cluster.stop("immediate")  # kills every backend mid-transaction, no shutdown checkpoint
         time.sleep(1.5)
         cluster.start()  # crash recovery replays the WAL
-        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        with api(base) as client:
             wait_until_serving(client, path)
         time.sleep(1.0)
     finally:
@@ -376,8 +363,8 @@ def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(serve
     acknowledged = {int(etag.strip('"')): value for value, status, etag in outcomes if status == 200}
     assert len(acknowledged) == statuses[200], "two acknowledged PUTs got the same version"
 
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        entries = history(client, run, label_id)
+    with api(base) as client:
+        entries = label_history(client, run, label_id)
         current = client.get(path)
     versions = [entry["version"] for entry in entries]
     assert versions == list(range(1, len(entries) + 1))
@@ -482,15 +469,13 @@ def commit_cutting(cluster, tmp_path) -> Iterator[tuple[CommitCuttingProxy, str]
 def test_a_write_whose_commit_answer_is_lost_is_not_answered_503(commit_cutting):
     proxy, base = commit_cutting
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        label_id = create(client, run, "summary", "v1")["id"]
+    with api(base) as client:
+        label_id = create_label(client, run, output_resource_name="summary", text_value="v1")["id"]
         proxy.armed.set()
-        elapsed, response = timed(
-            lambda: client.put(f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": "sent once"})
-        )
+        elapsed, response = timed(lambda: client.put(label_url(run, label_id), json={"text_value": "sent once"}))
         assert proxy.cut.is_set()
         assert elapsed < FAIL_FAST
-        entries = history(client, run, label_id)
+        entries = label_history(client, run, label_id)
     assert [entry["state"]["text_value"] for entry in entries] == ["v1", "sent once"], "the COMMIT did not land"
     assert response.status_code != 503, (
         f"answered {response.status_code} {response.text} (Retry-After {response.headers.get('retry-after')}), "
@@ -502,10 +487,10 @@ def test_a_write_whose_commit_answer_is_lost_is_not_answered_503(commit_cutting)
 def test_retrying_a_write_whose_commit_answer_was_lost_with_its_idempotency_key_applies_it_once(commit_cutting):
     proxy, base = commit_cutting
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        label_id = create(client, run, "summary", "v1")["id"]
+    with api(base) as client:
+        label_id = create_label(client, run, output_resource_name="summary", text_value="v1")["id"]
         put = lambda: client.put(  # noqa: E731
-            f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": "sent once"}, headers={"Idempotency-Key": "k-1"}
+            label_url(run, label_id), json={"text_value": "sent once"}, headers={"Idempotency-Key": "k-1"}
         )
         proxy.armed.set()
         first = put()
@@ -515,18 +500,18 @@ def test_retrying_a_write_whose_commit_answer_was_lost_with_its_idempotency_key_
         # The lost answer's write was committed with its key: the retry replays it instead of writing again.
         assert retry.status_code == 200, retry.text
         assert retry.headers["etag"] == '"2"' and retry.headers.get("idempotent-replayed") == "true", retry.headers
-        entries = history(client, run, label_id)
+        entries = label_history(client, run, label_id)
     assert [entry["state"]["text_value"] for entry in entries] == ["v1", "sent once"]
 
 
 def test_no_request_fails_after_the_database_restarted_while_the_service_was_idle(served, tmp_path):
     cluster, base = served
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        path = f"/v1/run/{run}/gold-label/{create(client, run, 'summary', 'v1')['id']}"
+    with api(base) as client:
+        path = label_url(run, create_label(client, run, output_resource_name="summary", text_value="v1")["id"])
 
         def put(i: int) -> int:
-            with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as other:
+            with api(base) as other:
                 return other.put(path, json={"text_value": f"warm {i}"}).status_code
 
         with ThreadPoolExecutor(10) as pool:  # several connections in the pool
@@ -543,7 +528,7 @@ def requests_in_parallel(base: str, calls: dict[str, Callable[[httpx.Client], ht
 
     def one(call: Callable[[httpx.Client], httpx.Response]) -> tuple[float, httpx.Response | Exception]:
         started = time.monotonic()
-        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        with api(base) as client:
             try:
                 answer: httpx.Response | Exception = call(client)
             except httpx.TransportError as error:
@@ -558,8 +543,8 @@ def requests_in_parallel(base: str, calls: dict[str, Callable[[httpx.Client], ht
 def test_requests_fail_fast_with_503_while_the_database_hangs(served, tmp_path):
     cluster, base = served
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        label_id = create(client, run, "summary", "before the hang")["id"]
+    with api(base) as client:
+        label_id = create_label(client, run, output_resource_name="summary", text_value="before the hang")["id"]
         cluster.freeze()
         try:
             answers = requests_in_parallel(base, every_v1_request(run, label_id))
@@ -576,7 +561,7 @@ def test_requests_fail_fast_with_503_while_the_database_hangs(served, tmp_path):
             assert isinstance(answer, httpx.Response), f"{what} did not answer: {summary}"
             assert_unavailable(what, elapsed, answer)
         assert_unavailable("/readyz", *ready)
-        wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+        wait_until_serving(client, labels_url(run))
 
 
 class Sent(NamedTuple):
@@ -592,13 +577,13 @@ WRITE_PATHS = ("create", "create with key", "update", "update with key", "update
 def mixed_writers(base: str, run: str, stop: threading.Event, sent: list[Sent], clients: int = 8) -> list:
     """`clients` threads, each writing along one of WRITE_PATHS until `stop`: the optimistic one-statement
     create, update and delete, the locking paths (an Idempotency-Key, a contended label)."""
-    with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-        hot = create(client, run, "hot", "v1")["id"]
+    with api(base) as client:
+        hot = create_label(client, run, output_resource_name="hot", text_value="v1")["id"]
 
     def writer(n: int) -> None:
         path = WRITE_PATHS[n % len(WRITE_PATHS)]
         own: str | None = None
-        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        with api(base) as client:
             for i in itertools.count():
                 if stop.is_set():
                     return
@@ -606,19 +591,19 @@ def mixed_writers(base: str, run: str, stop: threading.Event, sent: list[Sent], 
                 extra = {"X-Request-ID": request_id}
                 if path.endswith("with key"):
                     extra["Idempotency-Key"] = request_id
-                label = f"/v1/run/{run}/gold-label/{own}"
+                label = label_url(run, own)
                 started = time.monotonic()
                 try:
                     if path.startswith("create") or (own is None and path != "update a hot label"):
                         body = {"output_resource_name": request_id, "text_value": "v1"}
-                        response = client.post(f"/v1/run/{run}/gold-labels", json=body, headers=extra)
+                        response = client.post(labels_url(run), json=body, headers=extra)
                         if response.status_code == 201 and not path.startswith("create"):
                             own = response.json()["id"]
                     elif path == "delete":
                         response = client.delete(label, headers=extra)
                         own = None if response.status_code == 204 else own
                     else:
-                        target = f"/v1/run/{run}/gold-label/{hot}" if path == "update a hot label" else label
+                        target = label_url(run, hot) if path == "update a hot label" else label
                         response = client.put(target, json={"text_value": request_id}, headers=extra)
                     status: int | str = response.status_code
                 except httpx.TransportError as error:
@@ -664,8 +649,8 @@ def test_no_write_answered_503_is_stored_on_any_write_path(served, tmp_path, out
             cluster.stop("fast")
             went_away = time.monotonic()
             cluster.start()
-        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
-            wait_until_serving(client, f"/v1/run/{run}/gold-labels")
+        with api(base) as client:
+            wait_until_serving(client, labels_url(run))
         time.sleep(1.0)
     finally:
         stop.set()
@@ -702,61 +687,45 @@ def test_no_write_answered_503_is_stored_on_any_write_path(served, tmp_path, out
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-def test_a_read_only_database_answers_writes_503_saying_so_and_readyz_says_so(tmp_path):
+def test_a_read_only_database_answers_writes_503_saying_so_and_readyz_says_so(fresh_database, tmp_path):
     """A hot standby (here: a database whose transactions default to read-only, which refuses writes with the
     same SQLSTATE 25006) serves reads; every write is a clear 503, not a 500, and stores nothing."""
-    url = fresh_database_url("postgres", tmp_path)
-    try:
-        migrate(url)
-        env = clean_environment(
-            GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp_path / "data")
+    url = fresh_database("postgres")
+    env = clean_environment(
+        GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp_path / "data")
+    )
+    run = str(uuid.uuid4())
+    with goldtrail_serve(tmp_path, env) as base, api(base) as client:
+        label = create_label(
+            client, run, output_resource_name="summary", text_value="written while the database took writes"
         )
-        run = str(uuid.uuid4())
-        with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers()) as client:
-            label = create(client, run, "summary", "written while the database took writes")
-        name = sa.make_url(url).database
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
-        with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers()) as client:
-            path = f"/v1/run/{run}/gold-label/{label['id']}"
-            writes = {
-                "create": client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": "new"}),
-                "create with key": client.post(
-                    f"/v1/run/{run}/gold-labels", json={"output_resource_name": "k"}, headers={"Idempotency-Key": "k"}
-                ),
-                "update": client.put(path, json={"text_value": "refused"}),
-                "update with key": client.put(path, json={"text_value": "x"}, headers={"Idempotency-Key": "u"}),
-                "delete": client.delete(path),
-            }
-            for what, response in writes.items():
-                assert_error(response, 503, "read-only")
-                assert int(response.headers["retry-after"]) >= 1, what
-            ready = client.get("/readyz")
-            assert_error(ready, 503, "not ready", "read-only")
-            assert client.get(path).json() == label
-            assert client.get(f"{path}/history").status_code == 200
-            assert [entry["version"] for entry in history(client, run, label["id"])] == [1]
-    finally:
-        drop_postgres_database(url)
-
-
-def start_serve_process(cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
-    log = cwd / f"serve-start-{uuid.uuid4().hex[:6]}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [GOLDTRAIL, "serve", "--port", str(free_port())],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return process, log
+    name = sa.make_url(url).database
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+    with goldtrail_serve(tmp_path, env) as base, api(base) as client:
+        path = label_url(run, label["id"])
+        writes = {
+            "create": client.post(labels_url(run), json={"output_resource_name": "new"}),
+            "create with key": client.post(
+                labels_url(run), json={"output_resource_name": "k"}, headers={"Idempotency-Key": "k"}
+            ),
+            "update": client.put(path, json={"text_value": "refused"}),
+            "update with key": client.put(path, json={"text_value": "x"}, headers={"Idempotency-Key": "u"}),
+            "delete": client.delete(path),
+        }
+        for what, response in writes.items():
+            assert_error(response, 503, "read-only")
+            assert int(response.headers["retry-after"]) >= 1, what
+        ready = client.get("/readyz")
+        assert_error(ready, 503, "not ready", "read-only")
+        assert client.get(path).json() == label
+        assert client.get(f"{path}/history").status_code == 200
+        assert [entry["version"] for entry in label_history(client, run, label["id"])] == [1]
 
 
 def test_serve_exits_with_an_error_when_the_database_is_down_at_start(cluster, tmp_path):
     cluster.stop("fast")
-    process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
+    process, log = spawn_serve(tmp_path, cluster_env(cluster, tmp_path))
     try:
         code = process.wait(timeout=10 * DB_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -770,7 +739,7 @@ def test_serve_exits_with_an_error_when_the_database_is_down_at_start(cluster, t
 
 def test_serve_explains_in_one_line_that_the_database_is_unreachable(cluster, tmp_path):
     cluster.stop("fast")
-    process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
+    process, log = spawn_serve(tmp_path, cluster_env(cluster, tmp_path))
     try:
         process.wait(timeout=10 * DB_TIMEOUT)
     finally:
@@ -785,7 +754,7 @@ def test_serve_explains_in_one_line_that_the_database_is_unreachable(cluster, tm
 def test_serve_gives_up_in_bounded_time_when_the_database_hangs_at_start(cluster, tmp_path):
     cluster.freeze(postmaster_only=True)  # the kernel still accepts connections; nobody answers
     bound = 5 * DB_TIMEOUT
-    process, log = start_serve_process(tmp_path, cluster_env(cluster, tmp_path))
+    process, log = spawn_serve(tmp_path, cluster_env(cluster, tmp_path))
     try:
         code = process.wait(timeout=bound)
     except subprocess.TimeoutExpired:
@@ -803,55 +772,12 @@ def test_serve_gives_up_in_bounded_time_when_the_database_hangs_at_start(cluster
 # Part 2: the server is SIGKILLed in the middle of writes
 
 
-@contextmanager
-def killable_serve(cwd: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Like tests.servers.goldtrail_serve, but hands out the process (in its own process group) to kill."""
-    port = free_port()
-    log = open(cwd / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below, after the process
-    process = subprocess.Popen(
-        [GOLDTRAIL, "serve", "--port", str(port)],
-        cwd=cwd,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, f"goldtrail serve exited: {(cwd / log.name).read_text()[-2000:]}"
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"goldtrail serve did not come up: {(cwd / log.name).read_text()}"
-            time.sleep(0.1)
-        yield process, base
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def crash_database(request, tmp_path) -> Iterator[str]:
-    url = fresh_database_url(request.param, tmp_path)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        if request.param == "postgres":
-            drop_postgres_database(url)
-
-
 WRITERS = 12
 PUTS_PER_LABEL = 4
 
 
-def test_a_sigkilled_server_loses_no_acknowledged_write(crash_database, tmp_path):
+def test_a_sigkilled_server_loses_no_acknowledged_write(backend, fresh_database, tmp_path):
+    crash_database = fresh_database(backend)
     env = clean_environment(
         GOLDTRAIL_DATABASE_URL=crash_database, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp_path / "data")
     )
@@ -861,12 +787,12 @@ def test_a_sigkilled_server_loses_no_acknowledged_write(crash_database, tmp_path
     killed = threading.Event()
 
     def writer(n: int, base: str) -> None:
-        with httpx.Client(base_url=base, headers=headers(), timeout=CLIENT_TIMEOUT) as client:
+        with api(base) as client:
             try:
                 for k in range(10_000):
                     value = f"writer {n} label {k} v1"
                     created = client.post(
-                        f"/v1/run/{run}/gold-labels", json={"output_resource_name": f"w{n}-{k}", "text_value": value}
+                        labels_url(run), json={"output_resource_name": f"w{n}-{k}", "text_value": value}
                     )
                     if created.status_code != 201:
                         unexpected.append(("POST", created.status_code, created.text))
@@ -875,7 +801,7 @@ def test_a_sigkilled_server_loses_no_acknowledged_write(crash_database, tmp_path
                     acknowledged.append((label_id, int(created.headers["etag"].strip('"')), value))
                     for i in range(2, PUTS_PER_LABEL + 2):
                         value = f"writer {n} label {k} v{i}"
-                        updated = client.put(f"/v1/run/{run}/gold-label/{label_id}", json={"text_value": value})
+                        updated = client.put(label_url(run, label_id), json={"text_value": value})
                         if updated.status_code != 200:
                             unexpected.append(("PUT", updated.status_code, updated.text))
                             return
@@ -884,8 +810,9 @@ def test_a_sigkilled_server_loses_no_acknowledged_write(crash_database, tmp_path
                 if not killed.is_set():
                     raise
 
-    with killable_serve(tmp_path, env) as (process, base), ThreadPoolExecutor(WRITERS) as pool:
-        futures = [pool.submit(writer, n, base) for n in range(WRITERS)]
+    with serving(tmp_path, env) as served, ThreadPoolExecutor(WRITERS) as pool:
+        process = served.process
+        futures = [pool.submit(writer, n, served.base_url) for n in range(WRITERS)]
         deadline = time.monotonic() + 10
         while len(acknowledged) < 300 and time.monotonic() < deadline and not unexpected:
             time.sleep(0.02)
@@ -897,18 +824,18 @@ def test_a_sigkilled_server_loses_no_acknowledged_write(crash_database, tmp_path
     assert not unexpected, unexpected
     assert len(acknowledged) >= 50, f"only {len(acknowledged)} writes before the kill"
 
-    with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers(), timeout=30) as client:
-        listed = client.get(f"/v1/run/{run}/gold-labels")
+    with goldtrail_serve(tmp_path, env) as base, api(base, timeout=30) as client:
+        listed = client.get(labels_url(run))
         assert listed.status_code == 200, listed.text
         listed_ids = [label["id"] for label in listed.json()]
         acknowledged_ids = {label_id for label_id, _, _ in acknowledged}
         assert acknowledged_ids <= set(listed_ids), "an acknowledged create is missing from the list"
         found, stored_writes = 0, 0
         for label in listed.json():
-            entries = history(client, run, label["id"])
+            entries = label_history(client, run, label["id"])
             stored_writes += len(entries)
             assert [entry["version"] for entry in entries] == list(range(1, len(entries) + 1)), entries
-            current = client.get(f"/v1/run/{run}/gold-label/{label['id']}")
+            current = client.get(label_url(run, label["id"]))
             assert current.json() == entries[-1]["state"] == label, "a label is not whole: GET, list and history differ"
             assert current.headers["etag"] == f'"{len(entries)}"'
             for entry in entries:

@@ -3,7 +3,6 @@ serve every route but cannot update, delete or truncate a single event, even wit
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -13,25 +12,27 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
-from tests.conftest import POSTGRES_ADMIN_URL, SECRET, drop_postgres_database, fresh_database_url, token
-from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
+from tests.helpers import ALL_SCOPES, POSTGRES_ADMIN_URL, SECRET, auth, create_label, label_url
+from tests.servers import clean_environment, goldtrail_serve, run_goldtrail
 
 
 @pytest.fixture
-def runtime_role(tmp_path) -> Iterator[tuple[str, str, str]]:
+def runtime_role(fresh_database) -> Iterator[tuple[str, str, str]]:
     """(admin URL, runtime-role URL, role) for a fresh database migrated with a runtime role."""
-    admin_url = fresh_database_url("postgres", tmp_path)
+    admin_url = fresh_database("postgres", migrated=False)
     role = f"goldtrail_rt_{uuid.uuid4().hex[:8]}"
     env = clean_environment(GOLDTRAIL_DATABASE_URL=admin_url, GOLDTRAIL_JWT_SECRET=SECRET)
     try:
-        made = subprocess.run(
-            [GOLDTRAIL, "migrate", "--runtime-role", role], env=env, capture_output=True, text=True, timeout=60
-        )
+        made = run_goldtrail(env, "migrate", "--runtime-role", role, timeout=60)
         assert made.returncode == 0, made.stderr
         assert "never update, delete or truncate" in made.stdout
         yield admin_url, sa.make_url(admin_url).set(username=role).render_as_string(hide_password=False), role
     finally:
-        drop_postgres_database(admin_url)
+        # The database itself is dropped after this fixture (fresh_database): first revoke what the role was
+        # granted in it (and on it), or the role cannot be dropped.
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
@@ -39,12 +40,10 @@ def runtime_role(tmp_path) -> Iterator[tuple[str, str, str]]:
 def test_the_service_runs_as_the_runtime_role(runtime_role, tmp_path):
     _, role_url, _ = runtime_role
     env = clean_environment(GOLDTRAIL_DATABASE_URL=role_url, GOLDTRAIL_JWT_SECRET=SECRET)
-    headers = {"Authorization": f"Bearer {token(scope='gold_labels:read gold_labels:write audit:read')}"}
     run = str(uuid.uuid4())
-    with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=headers) as client:
-        label = client.post(f"/v1/run/{run}/gold-labels", json={"output_resource_name": "o", "text_value": "a"})
-        assert label.status_code == 201
-        url = f"/v1/run/{run}/gold-label/{label.json()['id']}"
+    with goldtrail_serve(tmp_path, env) as base, httpx.Client(base_url=base, headers=auth(scope=ALL_SCOPES)) as client:
+        label = create_label(client, run, output_resource_name="o", text_value="a")
+        url = label_url(run, label["id"])
         assert client.put(url, json={"text_value": "b"}, headers={"Idempotency-Key": "k1"}).status_code == 200
         assert client.delete(url).status_code == 204
         assert len(client.get(f"{url}/history").json()) == 3
@@ -79,9 +78,7 @@ def test_runtime_role_sql_can_be_printed_for_a_dba(tmp_path):
     env = clean_environment(
         GOLDTRAIL_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/goldtrail", GOLDTRAIL_JWT_SECRET=SECRET
     )
-    printed = subprocess.run(
-        [GOLDTRAIL, "migrate", "--print-runtime-role-sql", "app"], env=env, capture_output=True, text=True, timeout=30
-    )
+    printed = run_goldtrail(env, "migrate", "--print-runtime-role-sql", "app", timeout=30)
     assert printed.returncode == 0
     assert 'GRANT SELECT, INSERT ON events, log_leaves, log_checkpoints, log_cosignatures TO "app";' in printed.stdout
     assert "UPDATE ON events" not in printed.stdout and "DELETE" not in printed.stdout

@@ -12,6 +12,7 @@ import selectors
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,8 @@ import pytest
 
 from service.http.server import head_bytes, refuse_oversized_head
 from service.settings import SettingsError, load_settings
-from tests.conftest import SECRET, token
-from tests.servers import clean_environment, goldtrail_serve
+from tests.helpers import SECRET, bearer, labels_url, token
+from tests.servers import Served, clean_environment, read_response, serving
 
 LIMIT = 64 * 1024  # the default GOLDTRAIL_MAX_HEAD_BYTES
 HEAD_TIMEOUT = BODY_TIMEOUT = KEEP_ALIVE = 1.0
@@ -30,23 +31,8 @@ HEAD_TIMEOUT = BODY_TIMEOUT = KEEP_ALIVE = 1.0
 SLACK = 5.0
 
 
-@dataclass
-class Server:
-    base_url: str
-    log: Path
-
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self.base_url.removeprefix("http://").split(":")
-        return host, int(port)
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Server:
+def server(tmp_path_factory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("limits-serve")
     env = clean_environment(
         GOLDTRAIL_DATABASE_URL=f"sqlite:///{tmp / 'limits.sqlite3'}",
@@ -56,32 +42,14 @@ def server(tmp_path_factory) -> Server:
         GOLDTRAIL_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
         GOLDTRAIL_KEEP_ALIVE_SECONDS=str(KEEP_ALIVE),
     )
-    with goldtrail_serve(tmp, env) as base:
-        yield Server(base_url=base, log=tmp / f"serve-{base.rsplit(':', 1)[1]}.log")
+    with serving(tmp, env) as served:
+        yield served
 
 
 def raw_head(size: int, path: str = "/healthz") -> bytes:
     """A GET head of exactly `size` bytes (request line, headers, the blank line), padded by X-Pad."""
     start, end = f"GET {path} HTTP/1.1\r\nHost: goldtrail\r\nX-Pad: ".encode(), b"\r\n\r\n"
     return start + b"a" * (size - len(start) - len(end)) + end
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    """One response (status, headers, body); the socket has a timeout. Reads no byte past the response,
-    so pipelined responses can be read one after the other."""
-    head = b""
-    while not head.endswith(b"\r\n\r\n"):
-        byte = sock.recv(1)
-        assert byte, f"connection closed without a response: {head!r}"
-        head += byte
-    status_line, *lines = head.decode("latin-1").strip().split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    body = b""
-    while len(body) < int(headers.get("content-length", 0)):
-        chunk = sock.recv(int(headers["content-length"]) - len(body))
-        assert chunk, "connection closed in the middle of a response body"
-        body += chunk
-    return int(status_line.split()[1]), headers, body
 
 
 def closed_by_server(sock: socket.socket, timeout: float) -> bool:
@@ -130,7 +98,7 @@ def test_a_head_of_64_kib_is_served_and_one_byte_more_is_431_json_and_the_connec
     ids=["a-1-mib-header", "20000-headers", "a-1-mb-token"],
 )
 def test_an_oversized_head_is_431_json(server, headers):
-    response = httpx.get(f"{server.base_url}/v1/run/{uuid.uuid4()}/gold-labels", headers=headers, timeout=30)
+    response = httpx.get(f"{server.base_url}{labels_url()}", headers=headers, timeout=30)
     assert response.status_code == 431, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert "larger than 65536 bytes" in response.json()["error"]
@@ -221,11 +189,11 @@ class Stalled:
     extra: dict = field(default_factory=dict)
 
 
-def _open(server: Server, kind: str, auth: str) -> Stalled:
+def _open(server: Served, kind: str, auth: str) -> Stalled:
     sock = socket.create_connection(server.address, timeout=10)
     now = time.monotonic()
     run = str(uuid.uuid4())
-    path = f"/v1/run/{run}/gold-labels"
+    path = labels_url(run)
     if kind == "silent":
         return Stalled(kind, sock, HEAD_TIMEOUT, now)
     if kind == "half-a-head":
@@ -266,9 +234,9 @@ def test_stalled_connections_are_closed_in_time_while_other_clients_are_answered
     run = str(uuid.uuid4())
     for i in range(10):
         created = httpx.post(
-            f"{server.base_url}/v1/run/{run}/gold-labels",
+            f"{server.base_url}{labels_url(run)}",
             json={"output_resource_name": f"o{i}"},
-            headers={"Authorization": f"Bearer {auth}"},
+            headers=bearer(auth),
             timeout=30,
         )
         answered.append(created.status_code)
@@ -288,7 +256,7 @@ def test_stalled_connections_are_closed_in_time_while_other_clients_are_answered
             assert s.received == b"", (s.kind, s.received)  # no request to answer, or the application owns it
     for s in stalled:
         if s.kind == "held-body":  # the application saw a disconnect, and stored nothing
-            listed = httpx.get(f"{server.base_url}{s.path}", headers={"Authorization": f"Bearer {auth}"})
+            listed = httpx.get(f"{server.base_url}{s.path}", headers=bearer(auth))
             assert listed.status_code == 404, listed.text
     logged = [json.loads(line) for line in server.log.read_text().splitlines() if line.startswith("{")]
     held = {s.path for s in stalled if s.kind == "held-body"}
@@ -363,10 +331,10 @@ def test_head_bytes_counts_the_head_as_it_came_on_the_wire_at_its_tightest():
     assert head_bytes(scope) == len(wire)
 
 
-def test_the_app_itself_refuses_an_oversized_head_whatever_server_runs_it(client, run_id):
+def test_the_app_itself_refuses_an_oversized_head_whatever_server_runs_it(sqlite_client, run_id):
     at_limit = {"X-Pad": "a" * 60_000}
-    assert client.get("/healthz", headers=at_limit).status_code == 200
-    response = client.get(f"/v1/run/{run_id}/gold-labels", headers={"X-Pad": "a" * LIMIT, "X-Request-ID": "big-1"})
+    assert sqlite_client.get("/healthz", headers=at_limit).status_code == 200
+    response = sqlite_client.get(labels_url(run_id), headers={"X-Pad": "a" * LIMIT, "X-Request-ID": "big-1"})
     assert response.status_code == 431, response.text
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers["x-request-id"] == "big-1"

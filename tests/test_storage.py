@@ -3,6 +3,7 @@ and the migrated schema is exactly the one the code declares."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,21 +15,16 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from service.storage.database import Database
+from service.storage.errors import LostRace
 from service.storage.migrate import head_revision
 from service.storage.schema import metadata
-from tests.conftest import auth, drop_postgres_database, fresh_database_url
+from tests.helpers import auth, count_events, create_label, engine_of, label_url, poison_projection
 
 
 @pytest.fixture
 def one_event(client, run_id) -> str:
-    response = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth())
-    assert response.status_code == 201
-    return response.json()["id"]
-
-
-def count_events(engine: sa.Engine, label_id: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.text("SELECT count(*) FROM events WHERE stream_id = :id"), {"id": label_id}).scalar()
+    return create_label(client, run_id, auth(), output_resource_name="o")["id"]
 
 
 @pytest.mark.parametrize(
@@ -44,7 +40,7 @@ def test_database_refuses_to_rewrite_an_event(engine, one_event, statement):
         conn.execute(sa.text(statement), {"id": one_event})
     with engine.connect() as conn:
         actor = conn.execute(sa.text("SELECT actor FROM events WHERE stream_id = :id"), {"id": one_event}).scalar()
-    assert actor == "alice" and count_events(engine, one_event) == 1
+    assert actor == "alice" and count_events(engine, label_id=one_event) == 1
 
 
 def test_database_refuses_to_empty_the_event_table(engine, one_event):
@@ -53,7 +49,7 @@ def test_database_refuses_to_empty_the_event_table(engine, one_event):
     statement = "TRUNCATE events" if engine.dialect.name == "postgresql" else "DELETE FROM events"
     with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
         conn.execute(sa.text(statement))
-    assert count_events(engine, one_event) == 1
+    assert count_events(engine, label_id=one_event) == 1
 
 
 @pytest.mark.filterwarnings("ignore:Did not recognize type .xid8.")
@@ -65,62 +61,34 @@ def test_migrated_schema_matches_the_declared_tables(engine):
     assert differences == []
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_concurrent_migrations_all_succeed_once(backend, tmp_path):
-    url = fresh_database_url(backend, tmp_path)
+def test_concurrent_migrations_all_succeed_once(backend, fresh_database):
+    url = fresh_database(backend, migrated=False)
     env = {**os.environ, "GOLDTRAIL_DATABASE_URL": url, "GOLDTRAIL_JWT_SECRET": "x" * 32}
     command = [sys.executable, "-m", "service.cli", "migrate"]
-    try:
-        runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
-        outcomes = [(run.wait(timeout=60), run.stdout.read().decode(), run.stderr.read().decode()) for run in runs]
-        assert all(code == 0 for code, _, _ in outcomes), outcomes
-        assert all(f"schema is at migration {head_revision()}" in out for _, out, _ in outcomes)
-        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
-            assert conn.execute(sa.text("SELECT count(*) FROM events")).scalar() == 0
-        engine.dispose()
-    finally:
-        if backend == "postgres":
-            drop_postgres_database(url)
-
-
-POISON_TRIGGERS = {
-    "sqlite": [
-        "CREATE TRIGGER IF NOT EXISTS test_poison BEFORE UPDATE ON gold_labels WHEN NEW.text_value = 'poison' "
-        "BEGIN SELECT RAISE(ABORT, 'poisoned projection'); END"
-    ],
-    "postgresql": [
-        "CREATE OR REPLACE FUNCTION test_poison() RETURNS trigger LANGUAGE plpgsql AS $$ "
-        "BEGIN IF NEW.text_value = 'poison' THEN RAISE EXCEPTION 'poisoned projection'; END IF; RETURN NEW; END $$",
-        "DROP TRIGGER IF EXISTS test_poison ON gold_labels",
-        "CREATE TRIGGER test_poison BEFORE UPDATE ON gold_labels FOR EACH ROW EXECUTE FUNCTION test_poison()",
-    ],
-}
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(4)]
+    outcomes = [(run.wait(timeout=60), run.stdout.read().decode(), run.stderr.read().decode()) for run in runs]
+    assert all(code == 0 for code, _, _ in outcomes), outcomes
+    assert all(f"schema is at migration {head_revision()}" in out for _, out, _ in outcomes)
+    with engine_of(url) as engine, engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
+        assert conn.execute(sa.text("SELECT count(*) FROM events")).scalar() == 0
 
 
 def test_an_event_whose_projection_fails_is_rolled_back_with_it(client, engine, run_id):
     """The read-model write fails after the event was appended: neither survives, and the answer is a JSON 500."""
-    with engine.begin() as conn:
-        for statement in POISON_TRIGGERS[engine.dialect.name]:
-            conn.execute(sa.text(statement))
-    label = client.post(f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o"}, headers=auth()).json()
+    poison_projection(engine)
+    label = create_label(client, run_id, auth(), output_resource_name="o")
     response = client.put(
-        f"/v1/run/{run_id}/gold-label/{label['id']}",
-        json={"text_value": "poison"},
-        headers={**auth(), "X-Request-ID": "req-500"},
+        label_url(run_id, label["id"]), json={"text_value": "poison"}, headers={**auth(), "X-Request-ID": "req-500"}
     )
     assert response.status_code == 500
     assert response.json() == {"error": "internal error", "request_id": "req-500"}
     assert "poisoned" not in response.text
-    assert count_events(engine, label["id"]) == 1
-    after = client.get(f"/v1/run/{run_id}/gold-label/{label['id']}", headers=auth())
+    assert count_events(engine, label_id=label["id"]) == 1
+    after = client.get(label_url(run_id, label["id"]), headers=auth())
     assert after.json() == label and after.headers["etag"] == '"1"'
-    assert (
-        client.put(f"/v1/run/{run_id}/gold-label/{label['id']}", json={"text_value": "fine"}, headers=auth()).headers[
-            "etag"
-        ]
-        == '"2"'
+    assert client.put(label_url(run_id, label["id"]), json={"text_value": "fine"}, headers=auth()).headers["etag"] == (
+        '"2"'
     )
     assert uuid.UUID(label["id"])
 
@@ -128,11 +96,6 @@ def test_an_event_whose_projection_fails_is_rolled_back_with_it(client, engine, 
 def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(settings, engine):
     """The read model's move-on is guarded on both backends: if its row is not at the expected version,
     the event queued before it is not committed either (on PostgreSQL both travel with COMMIT)."""
-    import asyncio
-
-    from service.storage.database import Database
-    from service.storage.errors import LostRace
-
     stream = str(uuid.uuid4())
 
     async def write(tx) -> None:
@@ -153,4 +116,4 @@ def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(s
 
     with pytest.raises(LostRace):
         asyncio.run(attempt())
-    assert count_events(engine, stream) == 0
+    assert count_events(engine, label_id=stream) == 0

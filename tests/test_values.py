@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import auth
+from tests.helpers import auth, label_url, labels_url
 
 encode = msgspec.json.Encoder(decimal_format="number").encode
 
@@ -34,16 +34,16 @@ def send_and_read(client, object_json: bytes) -> list[bytes]:
     run_id = str(uuid.uuid4())
     body = b'{"output_resource_name": "o", "object_value": ' + object_json + b"}"
     headers = {**auth(), "Content-Type": "application/json"}
-    created = client.post(f"/v1/run/{run_id}/gold-labels", content=body, headers=headers)
+    created = client.post(labels_url(run_id), content=body, headers=headers)
     assert created.status_code == 201, created.text
     label_id = created.json()["id"]
     return [
         created.content,
-        client.get(f"/v1/run/{run_id}/gold-label/{label_id}", headers=auth()).content,
+        client.get(label_url(run_id, label_id), headers=auth()).content,
         client.put(
-            f"/v1/run/{run_id}/gold-label/{label_id}", content=b'{"object_value_is_partial": true}', headers=headers
+            label_url(run_id, label_id), content=b'{"object_value_is_partial": true}', headers=headers
         ).content,
-        client.get(f"/v1/run/{run_id}/gold-labels", headers=auth()).content,
+        client.get(labels_url(run_id), headers=auth()).content,
     ]
 
 
@@ -75,7 +75,7 @@ def test_only_insignificant_whitespace_is_dropped(client):
 def test_a_key_twice_in_one_object_is_400(client, run_id, nested):
     body = b'{"output_resource_name": "o", "object_value": ' + nested + b"}"
     response = client.post(
-        f"/v1/run/{run_id}/gold-labels", content=body, headers={**auth(), "Content-Type": "application/json"}
+        labels_url(run_id), content=body, headers={**auth(), "Content-Type": "application/json"}
     )
     assert response.status_code == 400 and "twice" in response.json()["error"]
 
@@ -83,7 +83,7 @@ def test_a_key_twice_in_one_object_is_400(client, run_id, nested):
 def test_integer_beyond_the_parsers_digit_limit_is_400_not_500(client, run_id):
     body = b'{"output_resource_name": "o", "object_value": {"n": ' + b"9" * 5000 + b"}}"
     response = client.post(
-        f"/v1/run/{run_id}/gold-labels", content=body, headers={**auth(), "Content-Type": "application/json"}
+        labels_url(run_id), content=body, headers={**auth(), "Content-Type": "application/json"}
     )
     assert response.status_code == 400 and "object_value" in response.json()["error"]
 
@@ -91,9 +91,9 @@ def test_integer_beyond_the_parsers_digit_limit_is_400_not_500(client, run_id):
 def test_long_text_values_round_trip(client, run_id):
     value = "α" * 100_000
     created = client.post(
-        f"/v1/run/{run_id}/gold-labels", json={"output_resource_name": "o", "text_value": value}, headers=auth()
+        labels_url(run_id), json={"output_resource_name": "o", "text_value": value}, headers=auth()
     )
     assert created.status_code == 201
-    assert client.get(f"/v1/run/{run_id}/gold-label/{created.json()['id']}", headers=auth()).json()["text_value"] == (
+    assert client.get(label_url(run_id, created.json()['id']), headers=auth()).json()["text_value"] == (
         value
     )

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from events.types import format_time
 from tests.bench.generate import EPOCH, insert_events, label_events
 from tests.bench.harness import Bench, timed
-from tests.conftest import token
+from tests.helpers import token
 
 ACCOUNT = "bench"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from service.storage.migrate import migrate
-from tests.conftest import SECRET, drop_postgres_database, fresh_database_url
+from tests.helpers import SECRET, drop_postgres_database, fresh_database_url
 from tests.servers import GOLDTRAIL, clean_environment, goldtrail_serve
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from tests.bench.generate import EPOCH, RUN_LABELS, Clock, history_runs, run_rows, write_history
 from tests.bench.harness import Bench
 from tests.bench.writes import ACCOUNT, CONNECTIONS, PUT_SCRIPT, run_wrk
-from tests.conftest import token
+from tests.helpers import token
 
 HISTORY = 10_000_000  # events besides the labels being written, at --scale 1
 LABELS = 100_000  # the labels the PUTs go to, as in writes.put_throughput

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from tests.bench.generate import insert_events, label_events
 from tests.bench.harness import Bench
-from tests.conftest import token
+from tests.helpers import token
 from tests.servers import free_port
 
 ACCOUNT = "bench"
