@@ -33,6 +33,7 @@ from tests.helpers import (
     auth,
     bearer,
     create_label,
+    label_url,
     labels_url,
     post_label,
     token,
@@ -130,9 +131,9 @@ def ed_key():
 
 
 @pytest.fixture
-def serve(start_app, database_url) -> Callable[..., TestClient]:
-    """Start an app on the session database with extra GOLDTRAIL_* settings; closed after the test."""
-    return lambda **env: start_app(database_url, **env)
+def serve(start_app, sqlite_url) -> Callable[..., TestClient]:
+    """Start an app with extra GOLDTRAIL_* settings (on SQLite: tokens never reach the database)."""
+    return lambda **env: start_app(sqlite_url, **env)
 
 
 @pytest.fixture
@@ -159,40 +160,40 @@ V1_ROUTES = [
 
 
 @pytest.mark.parametrize(("method", "path"), V1_ROUTES)
-def test_every_v1_route_without_a_token_is_401(client, method, path):
+def test_every_v1_route_without_a_token_is_401(sqlite_client, method, path):
     url = path.format(run=uuid.uuid4(), label=uuid.uuid4())
-    response = client.request(method, url, json={"output_resource_name": "x"})
+    response = sqlite_client.request(method, url, json={"output_resource_name": "x"})
     assert_unauthorized(response, "missing bearer token")
 
 
-def test_missing_authorization_header_is_401(client):
-    assert_unauthorized(read(client, {}), "missing bearer token", "Bearer <JWT>")
+def test_missing_authorization_header_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, {}), "missing bearer token", "Bearer <JWT>")
 
 
-def test_basic_scheme_is_401(client):
-    response = read(client, {"Authorization": "Basic YWxpY2U6c2VjcmV0"})
+def test_basic_scheme_is_401(sqlite_client):
+    response = read(sqlite_client, {"Authorization": "Basic YWxpY2U6c2VjcmV0"})
     assert_unauthorized(response, "must be 'Bearer <JWT>'", sent="YWxpY2U6c2VjcmV0")
 
 
-def test_valid_jwt_under_another_scheme_is_401(client):
+def test_valid_jwt_under_another_scheme_is_401(sqlite_client):
     jwt_token = token()
-    response = read(client, {"Authorization": f"Token {jwt_token}"})
+    response = read(sqlite_client, {"Authorization": f"Token {jwt_token}"})
     assert_unauthorized(response, "must be 'Bearer <JWT>'", sent=jwt_token)
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearer     "])
-def test_bearer_with_empty_token_is_401(client, header):
-    assert_unauthorized(read(client, {"Authorization": header}), "must be 'Bearer <JWT>'")
+def test_bearer_with_empty_token_is_401(sqlite_client, header):
+    assert_unauthorized(read(sqlite_client, {"Authorization": header}), "must be 'Bearer <JWT>'")
 
 
 @pytest.mark.parametrize("garbage", ["not-a-jwt-at-all", "abc.def.ghi", "eyJhbGciOiJIUzI1NiJ9.%%%.zzz", "....."])
-def test_garbage_token_is_401(client, garbage):
-    response = read(client, {"Authorization": f"Bearer {garbage}"})
+def test_garbage_token_is_401(sqlite_client, garbage):
+    response = read(sqlite_client, {"Authorization": f"Bearer {garbage}"})
     assert_unauthorized(response, "not a well-formed JWT", sent=garbage)
 
 
-def test_bearer_scheme_is_case_insensitive(client):
-    response = post_label(client, headers={"Authorization": f"bearer {token()}"})
+def test_bearer_scheme_is_case_insensitive(sqlite_client):
+    response = post_label(sqlite_client, headers={"Authorization": f"bearer {token()}"})
     assert response.status_code == 201, response.text
 
 
@@ -203,30 +204,41 @@ def test_valid_token_is_accepted_and_names_user_and_account(client):
     assert label["account_id"] == "acme-auth" and label["created_by"] == "bob"
 
 
+def test_a_valid_token_of_another_account_finds_nothing_of_this_one(client):
+    """The account comes from the token alone: another account's valid token meets 404s, as for nothing."""
+    run_id = str(uuid.uuid4())
+    label = create_label(client, run_id, auth(account="owner-acct"))
+    other = auth(account="other-acct", scope=f"{READ} {WRITE}")
+    assert_error(client.get(label_url(run_id, label["id"]), headers=other), 404)
+    assert_error(read(client, other, run_id), 404, "run")
+    assert_error(client.put(label_url(run_id, label["id"]), json={"text_value": "x"}, headers=other), 404)
+    assert client.get(label_url(run_id, label["id"]), headers=auth(account="owner-acct")).json() == label
+
+
 # --- signature and algorithm (HS256 secret) -------------------------------------------------------
 
 
-def test_token_signed_with_another_secret_is_401(client):
+def test_token_signed_with_another_secret_is_401(sqlite_client):
     jwt_token = token(secret=OTHER_SECRET)
-    assert_unauthorized(read(client, bearer(jwt_token)), "signature does not match", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "signature does not match", sent=jwt_token)
 
 
-def test_token_with_tampered_payload_is_401(client):
+def test_token_with_tampered_payload_is_401(sqlite_client):
     header, _, signature = token(account="acme").split(".")
     forged = f"{header}.{b64json(claims(account_id='someone-else'))}.{signature}"
-    assert_unauthorized(read(client, bearer(forged)), "signature does not match", sent=forged)
+    assert_unauthorized(read(sqlite_client, bearer(forged)), "signature does not match", sent=forged)
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
-def test_alg_none_token_is_401(client, alg):
+def test_alg_none_token_is_401(sqlite_client, alg):
     jwt_token = unsigned_token(alg)
-    assert_unauthorized(read(client, bearer(jwt_token)), "algorithm", "not accepted", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "algorithm", "not accepted", sent=jwt_token)
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # the right secret, for HS512 too short
-def test_hs512_token_is_401_when_only_hs256_is_allowed(client):
+def test_hs512_token_is_401_when_only_hs256_is_allowed(sqlite_client):
     jwt_token = jwt.encode(claims(), SECRET, algorithm="HS512")
-    assert_unauthorized(read(client, bearer(jwt_token)), "'HS512' is not accepted", "HS256", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "'HS512' is not accepted", "HS256", sent=jwt_token)
 
 
 def test_hs512_token_is_accepted_when_allowed(serve):
@@ -235,36 +247,36 @@ def test_hs512_token_is_accepted_when_allowed(serve):
     assert response.status_code == 201, response.text
 
 
-def test_rs256_token_is_401_when_a_secret_is_configured(client, rsa_key):
+def test_rs256_token_is_401_when_a_secret_is_configured(sqlite_client, rsa_key):
     jwt_token = signed(rsa_key, "RS256")
-    assert_unauthorized(read(client, bearer(jwt_token)), "'RS256' is not accepted", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "'RS256' is not accepted", sent=jwt_token)
 
 
 # --- time claims ----------------------------------------------------------------------------------
 
 
-def test_expired_token_is_401(client):
+def test_expired_token_is_401(sqlite_client):
     jwt_token = token(ttl=-60)
-    assert_unauthorized(read(client, bearer(jwt_token)), "expired", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "expired", sent=jwt_token)
 
 
-def test_token_expiring_right_now_is_401(client):
+def test_token_expiring_right_now_is_401(sqlite_client):
     jwt_token = token(ttl=-1)
-    assert_unauthorized(read(client, bearer(jwt_token)), "expired")
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "expired")
 
 
-def test_token_with_nbf_in_the_future_is_401(client):
+def test_token_with_nbf_in_the_future_is_401(sqlite_client):
     jwt_token = token(nbf=int(time.time()) + 600)
-    assert_unauthorized(read(client, bearer(jwt_token)), "not valid yet", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "not valid yet", sent=jwt_token)
 
 
-def test_token_with_iat_in_the_future_is_401(client):
+def test_token_with_iat_in_the_future_is_401(sqlite_client):
     jwt_token = token(iat=int(time.time()) + 600)
-    assert_unauthorized(read(client, bearer(jwt_token)), "not valid yet")
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "not valid yet")
 
 
-def test_token_with_nbf_in_the_past_is_accepted(client):
-    response = post_label(client, headers=auth(nbf=int(time.time()) - 60))
+def test_token_with_nbf_in_the_past_is_accepted(sqlite_client):
+    response = post_label(sqlite_client, headers=auth(nbf=int(time.time()) - 60))
     assert response.status_code == 201, response.text
 
 
@@ -285,63 +297,63 @@ def test_leeway_lets_a_slightly_early_nbf_through(serve):
     assert response.status_code == 201, response.text
 
 
-def test_non_numeric_exp_is_401(client):
-    assert_unauthorized(read(client, auth(exp="tomorrow")), "not a well-formed JWT")
+def test_non_numeric_exp_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(exp="tomorrow")), "not a well-formed JWT")
 
 
 # --- required and identity claims -----------------------------------------------------------------
 
 
-def test_missing_exp_is_401(client):
+def test_missing_exp_is_401(sqlite_client):
     jwt_token = token(exp=None)
-    assert_unauthorized(read(client, bearer(jwt_token)), "'exp'", sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), "'exp'", sent=jwt_token)
 
 
-def test_missing_sub_is_401(client):
-    assert_unauthorized(read(client, auth(user=None)), "'sub'")
+def test_missing_sub_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(user=None)), "'sub'")
 
 
-def test_empty_sub_is_401(client):
-    assert_unauthorized(read(client, auth(user="")), "'sub'")
+def test_empty_sub_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(user="")), "'sub'")
 
 
-def test_whitespace_sub_is_401(client):
-    assert_unauthorized(read(client, auth(user="   ")), "'sub'")
+def test_whitespace_sub_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(user="   ")), "'sub'")
 
 
-def test_non_string_sub_is_401(client):
+def test_non_string_sub_is_401(sqlite_client):
     jwt_token = jwt.encode(claims(sub=42), SECRET, algorithm="HS256")
-    assert_unauthorized(read(client, bearer(jwt_token)), sent=jwt_token)
+    assert_unauthorized(read(sqlite_client, bearer(jwt_token)), sent=jwt_token)
 
 
-def test_missing_account_claim_is_401(client):
-    assert_unauthorized(read(client, auth(account=None)), "'account_id'")
+def test_missing_account_claim_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(account=None)), "'account_id'")
 
 
-def test_empty_string_account_is_401(client):
-    assert_unauthorized(read(client, auth(account="")), "'account_id'", "non-empty string")
+def test_empty_string_account_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(account="")), "'account_id'", "non-empty string")
 
 
-def test_whitespace_account_is_401(client):
-    assert_unauthorized(read(client, auth(account="   ")), "'account_id'")
+def test_whitespace_account_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(account="   ")), "'account_id'")
 
 
 @pytest.mark.parametrize("value", [42, 0, True, ["acme"], {"id": "acme"}])
-def test_non_string_account_is_401(client, value):
-    assert_unauthorized(read(client, auth(account=value)), "'account_id'", "non-empty string")
+def test_non_string_account_is_401(sqlite_client, value):
+    assert_unauthorized(read(sqlite_client, auth(account=value)), "'account_id'", "non-empty string")
 
 
-def test_overlong_account_is_401(client):
-    assert_unauthorized(read(client, auth(account="a" * 256)), "'account_id'", "255")
+def test_overlong_account_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(account="a" * 256)), "'account_id'", "255")
 
 
-def test_account_of_255_characters_is_accepted(client):
-    response = post_label(client, headers=auth(account="a" * 255))
+def test_account_of_255_characters_is_accepted(sqlite_client):
+    response = post_label(sqlite_client, headers=auth(account="a" * 255))
     assert response.status_code == 201, response.text
 
 
-def test_account_with_nul_character_is_401(client):
-    assert_unauthorized(read(client, auth(account="acme\x00evil")), "'account_id'")
+def test_account_with_nul_character_is_401(sqlite_client):
+    assert_unauthorized(read(sqlite_client, auth(account="acme\x00evil")), "'account_id'")
 
 
 def test_body_cannot_override_the_token_account_or_user(client):
@@ -409,8 +421,8 @@ def test_missing_audience_is_401_when_configured(iss_aud_client):
     assert_unauthorized(read(iss_aud_client, auth(iss=ISSUER)), "'aud'")
 
 
-def test_issuer_and_audience_are_not_checked_when_not_configured(client):
-    response = post_label(client, headers=auth(iss="https://anyone.example/", aud="anything"))
+def test_issuer_and_audience_are_not_checked_when_not_configured(sqlite_client):
+    response = post_label(sqlite_client, headers=auth(iss="https://anyone.example/", aud="anything"))
     assert response.status_code == 201, response.text
 
 
@@ -431,9 +443,9 @@ BAD_TOKENS: dict[str, Callable[[], str]] = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_TOKENS))
-def test_every_401_has_a_bearer_challenge_and_never_echoes_the_token(client, kind):
+def test_every_401_has_a_bearer_challenge_and_never_echoes_the_token(sqlite_client, kind):
     jwt_token = BAD_TOKENS[kind]()
-    response = read(client, bearer(jwt_token))
+    response = read(sqlite_client, bearer(jwt_token))
     assert_unauthorized(response, sent=jwt_token)
     assert response.headers["www-authenticate"].startswith("Bearer ")
     assert 'realm="goldtrail"' in response.headers["www-authenticate"]
@@ -482,29 +494,29 @@ def two_headers(first: str, second: str) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("valid_first", [True, False], ids=["valid-then-forged", "forged-then-valid"])
-def test_a_valid_and_a_forged_authorization_header_are_401_in_either_order(client, valid_first):
-    run_id, labels = two_accounts_run(client)
+def test_a_valid_and_a_forged_authorization_header_are_401_in_either_order(sqlite_client, valid_first):
+    run_id, labels = two_accounts_run(sqlite_client)
     account = next(iter(labels))
     valid, forged = token(account), token(account, secret=OTHER_SECRET)
     pair = (valid, forged) if valid_first else (forged, valid)
-    response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(*pair))
+    response = with_raw_headers(sqlite_client, "GET", labels_url(run_id), two_headers(*pair))
     assert_ambiguous(response, labels, valid, forged)
 
 
 @pytest.mark.parametrize("order", ["first-then-second", "second-then-first"])
-def test_valid_tokens_of_two_accounts_in_two_authorization_headers_are_401(client, order):
-    run_id, labels = two_accounts_run(client)
+def test_valid_tokens_of_two_accounts_in_two_authorization_headers_are_401(sqlite_client, order):
+    run_id, labels = two_accounts_run(sqlite_client)
     tokens = [token(account) for account in labels]
     if order == "second-then-first":
         tokens.reverse()
-    response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(*tokens))
+    response = with_raw_headers(sqlite_client, "GET", labels_url(run_id), two_headers(*tokens))
     assert_ambiguous(response, labels, *tokens)
 
 
-def test_the_same_valid_token_in_two_authorization_headers_is_401(client):
-    run_id, labels = two_accounts_run(client)
+def test_the_same_valid_token_in_two_authorization_headers_is_401(sqlite_client):
+    run_id, labels = two_accounts_run(sqlite_client)
     jwt_token = token(next(iter(labels)))
-    response = with_raw_headers(client, "GET", labels_url(run_id), two_headers(jwt_token, jwt_token))
+    response = with_raw_headers(sqlite_client, "GET", labels_url(run_id), two_headers(jwt_token, jwt_token))
     assert_ambiguous(response, labels, jwt_token)
 
 
@@ -531,69 +543,69 @@ def test_one_authorization_header_sent_raw_is_accepted(client):
 
 
 @pytest.fixture
-def existing_run(client) -> str:
+def existing_run(sqlite_client) -> str:
     """A run holding one label of account acme, so reads answer 200 rather than 404."""
     run_id = str(uuid.uuid4())
-    assert post_label(client, run_id, auth()).status_code == 201
+    assert post_label(sqlite_client, run_id, auth()).status_code == 201
     return run_id
 
 
-def test_no_scope_claim_grants_read_and_write(client, existing_run):
-    assert read(client, auth(), existing_run).status_code == 200
-    assert post_label(client, headers=auth()).status_code == 201
+def test_no_scope_claim_grants_read_and_write(sqlite_client, existing_run):
+    assert read(sqlite_client, auth(), existing_run).status_code == 200
+    assert post_label(sqlite_client, headers=auth()).status_code == 201
 
 
-def test_scp_list_with_read_can_read(client, existing_run):
-    response = read(client, auth(scp=[READ]), existing_run)
+def test_scp_list_with_read_can_read(sqlite_client, existing_run):
+    response = read(sqlite_client, auth(scp=[READ]), existing_run)
     assert response.status_code == 200, response.text
     assert len(response.json()) == 1
 
 
-def test_scp_list_with_read_cannot_write(client):
-    assert_error(post_label(client, headers=auth(scp=[READ])), 403, f"'{WRITE}'")
+def test_scp_list_with_read_cannot_write(sqlite_client):
+    assert_error(post_label(sqlite_client, headers=auth(scp=[READ])), 403, f"'{WRITE}'")
 
 
-def test_scp_list_with_write_can_write(client):
-    assert post_label(client, headers=auth(scp=[WRITE])).status_code == 201
+def test_scp_list_with_write_can_write(sqlite_client):
+    assert post_label(sqlite_client, headers=auth(scp=[WRITE])).status_code == 201
 
 
-def test_scope_string_with_read_and_write_can_write_and_read(client, existing_run):
+def test_scope_string_with_read_and_write_can_write_and_read(sqlite_client, existing_run):
     headers = auth(scope=f"{READ} {WRITE}")
-    assert post_label(client, headers=headers).status_code == 201
-    assert read(client, headers, existing_run).status_code == 200
+    assert post_label(sqlite_client, headers=headers).status_code == 201
+    assert read(sqlite_client, headers, existing_run).status_code == 200
 
 
-def test_scope_string_with_read_only_cannot_write(client):
-    assert_error(post_label(client, headers=auth(scope=READ)), 403, "lacks", f"'{WRITE}'")
+def test_scope_string_with_read_only_cannot_write(sqlite_client):
+    assert_error(post_label(sqlite_client, headers=auth(scope=READ)), 403, "lacks", f"'{WRITE}'")
 
 
-def test_scope_string_with_write_only_cannot_read(client, existing_run):
-    assert_error(read(client, auth(scope=WRITE), existing_run), 403, f"'{READ}'")
+def test_scope_string_with_write_only_cannot_read(sqlite_client, existing_run):
+    assert_error(read(sqlite_client, auth(scope=WRITE), existing_run), 403, f"'{READ}'")
 
 
-def test_audit_scope_only_cannot_read_labels(client, existing_run):
-    assert_error(read(client, auth(scope=AUDIT), existing_run), 403, f"'{READ}'")
+def test_audit_scope_only_cannot_read_labels(sqlite_client, existing_run):
+    assert_error(read(sqlite_client, auth(scope=AUDIT), existing_run), 403, f"'{READ}'")
 
 
-def test_audit_scope_only_cannot_write_labels(client):
-    assert_error(post_label(client, headers=auth(scp=[AUDIT])), 403, f"'{WRITE}'")
+def test_audit_scope_only_cannot_write_labels(sqlite_client):
+    assert_error(post_label(sqlite_client, headers=auth(scp=[AUDIT])), 403, f"'{WRITE}'")
 
 
-def test_empty_scope_string_grants_nothing(client, existing_run):
-    assert_error(read(client, auth(scope=""), existing_run), 403, f"'{READ}'")
+def test_empty_scope_string_grants_nothing(sqlite_client, existing_run):
+    assert_error(read(sqlite_client, auth(scope=""), existing_run), 403, f"'{READ}'")
 
 
-def test_scope_lookalikes_do_not_grant_access(client, existing_run):
+def test_scope_lookalikes_do_not_grant_access(sqlite_client, existing_run):
     headers = auth(scope="gold_labels:read:x gold_labels:reader GOLD_LABELS:READ")
-    assert_error(read(client, headers, existing_run), 403, f"'{READ}'")
+    assert_error(read(sqlite_client, headers, existing_run), 403, f"'{READ}'")
 
 
 # --- health routes --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
-def test_health_routes_answer_200_without_a_token(client, path):
-    response = client.get(path)
+def test_health_routes_answer_200_without_a_token(sqlite_client, path):
+    response = sqlite_client.get(path)
     assert response.status_code == 200, response.text
     assert "www-authenticate" not in response.headers
 
@@ -890,11 +902,11 @@ def test_settings_read_issuer_audience_leeway_and_account_claim(base_env):
     assert settings.jwt_leeway_seconds == 30 and settings.account_claim == "tenant"
 
 
-def test_a_token_accepted_before_is_refused_once_it_expires(client):
+def test_a_token_accepted_before_is_refused_once_it_expires(sqlite_client):
     """Verified tokens are remembered for speed, never past their expiry."""
     short = {"Authorization": f"Bearer {token(ttl=2)}"}
     run = f"/v1/run/{uuid.uuid4()}/gold-labels"
-    assert client.post(run, json={"output_resource_name": "o"}, headers=short).status_code == 201
-    assert client.get(run, headers=short).status_code == 200
+    assert sqlite_client.post(run, json={"output_resource_name": "o"}, headers=short).status_code == 201
+    assert sqlite_client.get(run, headers=short).status_code == 200
     time.sleep(2.2)
-    assert_unauthorized(client.get(run, headers=short), "expired")
+    assert_unauthorized(sqlite_client.get(run, headers=short), "expired")
