@@ -90,7 +90,7 @@ def test_an_event_whose_projection_fails_is_rolled_back_with_it(client, engine, 
     assert client.put(label_url(run_id, label["id"]), json={"text_value": "fine"}, headers=auth()).headers["etag"] == (
         '"2"'
     )
-    assert uuid.UUID(label["id"])
+    assert str(uuid.UUID(label["id"])) == label["id"] and uuid.UUID(label["id"]).version == 4
 
 
 def test_a_guarded_update_that_moves_no_row_commits_nothing_of_its_transaction(settings, engine):
