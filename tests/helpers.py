@@ -23,12 +23,12 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from events.types import RecordedEvent
-from projections.fold import LabelState
+from events.types import PendingEvent, RecordedEvent
+from projections.fold import LabelState, apply
 from service.settings import Settings, load_settings
 from service.storage.database import Database, sync_url
 from service.storage.migrate import migrate
-from service.storage.sql import Reads
+from service.storage.sql import LabelWrites, Reads
 
 T = TypeVar("T")
 
@@ -230,6 +230,25 @@ def read(url: str, work: Callable[[Reads], Awaitable[T]]) -> T:
             return await work(reads)
 
     return on_database(url, in_transaction)
+
+
+def store_events(url: str, *events: PendingEvent) -> LabelState:
+    """Write one label's events as given (times and ids included) the way the use cases write theirs: each
+    appended and folded into the read model in one transaction. The label after the last one."""
+
+    async def write(db: Database) -> LabelState:
+        state = None
+        for event in events:
+
+            async def one(tx: LabelWrites, state=state, event=event) -> LabelState:
+                new_state = apply(state, await tx.append(event))
+                await tx.save_label(new_state)
+                return new_state
+
+            state = await db.run_write(one)
+        return state
+
+    return on_database(url, write)
 
 
 def stored_stream(url: str, account: str | None, label_id: str) -> list[RecordedEvent]:

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
-from tests.helpers import assert_error, auth, create_label, label_url, labels_url, post_label
+from events.types import GENESIS_HASH, GoldLabelCreated, PendingEvent, format_time, utc_now
+from tests.helpers import (
+    ALL_SCOPES,
+    assert_error,
+    auth,
+    create_label,
+    delete_label,
+    label_history,
+    label_url,
+    labels_url,
+    post_label,
+    store_events,
+)
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 FIELDS = {
@@ -458,3 +470,34 @@ def test_timestamps_are_utc_microseconds_and_never_go_backwards(client, run_id):
     assert all(TIMESTAMP.match(stamp) for stamp in stamps)
     assert stamps == sorted(stamps)
     assert all(datetime.fromisoformat(stamp).utcoffset().total_seconds() == 0 for stamp in stamps)
+
+
+def test_time_never_goes_backwards_within_a_label_even_when_this_hosts_clock_is_behind(client, database_url, run_id):
+    """A label last written by a host whose clock ran an hour ahead: this host's changes to it are recorded no
+    earlier than that, so the label's history stays in time order (and as-of reads stay meaningful)."""
+    ahead = utc_now() + timedelta(hours=1)
+    label_id = str(uuid.uuid4())
+    created = GoldLabelCreated(run_id=run_id, output_resource_name="skewed", text_value="from a fast clock")
+    store_events(
+        database_url,
+        PendingEvent(
+            account_id="acme",
+            stream_id=label_id,
+            version=1,
+            run_id=run_id,
+            data=created,
+            actor="alice",
+            recorded_at=ahead,
+            request_id="req-fast-clock",
+            reason=None,
+            prev_hash=GENESIS_HASH,
+        ),
+    )
+    assert client.get(label_url(run_id, label_id), headers=auth()).json()["updated_at"] == format_time(ahead)
+    updated = put(client, run_id, label_id, {"text_value": "from a slow clock"})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["updated_at"] >= format_time(ahead)
+    delete_label(client, run_id, label_id, auth())
+    stamps = [entry["recorded_at"] for entry in label_history(client, run_id, label_id, auth(scope=ALL_SCOPES))]
+    assert len(stamps) == 3 and stamps[0] == format_time(ahead)
+    assert stamps == sorted(stamps), stamps
