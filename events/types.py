@@ -66,9 +66,14 @@ class SealedEvent(PendingEvent, frozen=True):
 
 
 class RecordedEvent(SealedEvent, frozen=True):
-    """An event as stored: the sealed event plus its global position."""
+    """An event as stored: the sealed event plus its global position, the exact payload text its chain hash
+    covers, how it covers it (`chain`: 1, the payload's bytes; 2, their SHA-256), and its index in its
+    account's verifiable log once integrated."""
 
     position: int
+    payload: str = ""
+    chain: int = 1
+    log_index: int | None = None
 
 
 _encoder = msgspec.json.Encoder()

@@ -32,7 +32,7 @@ from service.storage.errors import (
     StaleConnection,
 )
 from service.storage.failures import Failure
-from service.storage.sql import LabelWrites, Maintenance, Reads
+from service.storage.sql import Integration, LabelWrites, Maintenance, Reads
 
 T = TypeVar("T")
 _BACKENDS: dict[str, ModuleType] = {"postgres": postgres, "postgresql": postgres, "sqlite": sqlite}
@@ -183,6 +183,19 @@ class Database:
                 self._lifecycle(pooled, self.backend.maintenance(pooled)) as maintenance,
             ):
                 yield maintenance
+        except Exception as error:
+            self._raise(error, stale=False)
+
+    @asynccontextmanager
+    async def integrate(self) -> AsyncIterator[Integration]:
+        """The integrator's transaction (storage.sql.Integration): short, and committed as a whole."""
+        try:
+            async with (
+                self._one_writer(),
+                self._pooled() as pooled,
+                self._lifecycle(pooled, self.backend.integration(pooled)) as integration,
+            ):
+                yield integration
         except Exception as error:
             self._raise(error, stale=False)
 

@@ -21,7 +21,7 @@ from projections.fold import LabelState
 from service.settings import Settings
 from service.storage.failures import Failure
 from service.storage.rows import LABEL_FIELDS, Row, label_values
-from service.storage.sql import DELETE_READ_MODEL, LabelWrites, Maintenance, Reads
+from service.storage.sql import DELETE_READ_MODEL, Integration, LabelWrites, Maintenance, Reads
 
 NAME = "postgresql"
 _NAMED = re.compile(r"(?<![:\w]):(\w+)")
@@ -269,6 +269,27 @@ class PostgresMaintenance(PostgresReads, Maintenance):
         return count
 
 
+# The one integrator at a time, across every process: a transaction-level advisory lock, tried, not awaited.
+_INTEGRATOR_LOCK_KEY = 0x601D106
+
+
+class PostgresIntegration(PostgresReads, Integration):
+    def __init__(self, connection: psycopg.AsyncConnection) -> None:
+        super().__init__(connection, transaction=True)
+
+    async def take_turn(self) -> bool:
+        row = await self._one("SELECT pg_try_advisory_xact_lock(:key)", {"key": _INTEGRATOR_LOCK_KEY})
+        return bool(row[0])
+
+    async def _execute(self, sql: str, params: dict[str, Any]) -> None:
+        await self.connection.execute(_psycopg(sql), params)
+
+    async def _execute_many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            async with self.connection.cursor() as cursor:
+                await cursor.executemany(_psycopg(sql), rows)
+
+
 # Writes ---------------------------------------------------------------------------------------------
 
 # A label's writers queue on a transaction-level advisory lock: unlike a row lock, it takes no transaction id
@@ -417,6 +438,10 @@ def reads(pooled: Any, *, transaction: bool, snapshot: bool) -> PostgresReads:
 
 def maintenance(pooled: Any) -> PostgresMaintenance:
     return PostgresMaintenance(pooled.driver_connection)
+
+
+def integration(pooled: Any) -> PostgresIntegration:
+    return PostgresIntegration(pooled.driver_connection)
 
 
 async def write(pooled: Any, deadline_at: float, optimistic: bool) -> LabelWrites:

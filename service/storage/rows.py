@@ -37,6 +37,7 @@ EVENT_FIELDS = (
     "reason",
     "prev_hash",
     "hash",
+    "chain",
 )
 
 
@@ -63,11 +64,9 @@ def label_from_row(row: Row, time: StoredTime) -> LabelState:
     return LabelState(*values)
 
 
-def event_from_row(row: Row, time: StoredTime) -> RecordedEvent:
-    """An event from its row in EVENT_FIELDS order (any further columns are ignored)."""
-    position, account_id, stream_id, version, run_id, data, actor, recorded_at, request_id, reason, prev, digest = row[
-        :12
-    ]
+def event_from_row(row: Row, time: StoredTime, log_index: int | None = None) -> RecordedEvent:
+    """An event from its row in EVENT_FIELDS order (any further columns are the caller's)."""
+    position, account_id, stream_id, version, run_id, data, actor, recorded_at, request_id, reason = row[:10]
     return RecordedEvent(
         position=position,
         account_id=account_id,
@@ -79,6 +78,9 @@ def event_from_row(row: Row, time: StoredTime) -> RecordedEvent:
         recorded_at=time(recorded_at),
         request_id=request_id,
         reason=reason,
-        prev_hash=prev,
-        hash=digest,
+        prev_hash=row[10],
+        hash=row[11],
+        payload=data,
+        chain=row[12],
+        log_index=log_index,
     )

@@ -79,6 +79,56 @@ REMEMBER_ANSWER = (
 )
 
 
+# The verifiable log (migration 0005) ------------------------------------------------------------------
+
+LOG_HEAD = "SELECT tree_size, root FROM log_heads WHERE account_id = :account_id"
+LATEST_CHECKPOINT = (
+    "SELECT tree_size, note FROM log_checkpoints WHERE account_id = :account_id ORDER BY tree_size DESC LIMIT 1"
+)
+CHECKPOINT_OF_SIZE = "SELECT tree_size, note FROM log_checkpoints WHERE account_id = :account_id AND tree_size = :size"
+COSIGNATURES = (
+    "SELECT signature FROM log_cosignatures WHERE account_id = :account_id AND tree_size = :size ORDER BY witness"
+)
+LOG_INDEX_OF = "SELECT log_index FROM log_leaves WHERE account_id = :account_id AND position = :position"
+_LOGGED_EVENT_COLUMNS = ", ".join(f"e.{name}" for name in EVENT_FIELDS)
+LOG_PAGE = (
+    f"SELECT {_LOGGED_EVENT_COLUMNS}, l.log_index FROM log_leaves l"
+    " JOIN events e ON e.position = l.position"
+    " WHERE l.account_id = :account_id AND l.log_index >= :start ORDER BY l.log_index"
+)
+STREAM_WITH_INDEX = (
+    f"SELECT {_LOGGED_EVENT_COLUMNS}, l.log_index FROM events e"
+    " LEFT JOIN log_leaves l ON l.account_id = e.account_id AND l.position = e.position"
+    " WHERE e.account_id = :account_id AND e.stream_id = :stream_id ORDER BY e.version"
+)
+PUT_TILE = (
+    "INSERT INTO log_tiles (account_id, level, tile_index, hashes) VALUES (:account_id, :level, :tile_index, :hashes)"
+    " ON CONFLICT (account_id, level, tile_index) DO UPDATE SET hashes = excluded.hashes"
+)
+PUT_HEAD = (
+    "INSERT INTO log_heads (account_id, tree_size, root) VALUES (:account_id, :tree_size, :root)"
+    " ON CONFLICT (account_id) DO UPDATE SET tree_size = excluded.tree_size, root = excluded.root"
+)
+ADD_LEAF = "INSERT INTO log_leaves (account_id, log_index, position) VALUES (:account_id, :log_index, :position)"
+PROGRESS = "SELECT tx_id, position FROM log_progress WHERE id = 1"
+SET_PROGRESS = "UPDATE log_progress SET tx_id = :tx_id, position = :position WHERE id = 1"
+UNPUBLISHED = (
+    "SELECT account_id, tree_size, root FROM log_heads WHERE tree_size > checkpoint_size"
+    " AND (checkpoint_at IS NULL OR checkpoint_at <= :before) ORDER BY checkpoint_at LIMIT :limit"
+)
+ADD_CHECKPOINT = (
+    "INSERT INTO log_checkpoints (account_id, tree_size, root, note, signed_at)"
+    " VALUES (:account_id, :tree_size, :root, :note, :signed_at)"
+)
+MARK_PUBLISHED = (
+    "UPDATE log_heads SET checkpoint_size = :tree_size, checkpoint_at = :signed_at WHERE account_id = :account_id"
+)
+ADD_COSIGNATURE = (
+    "INSERT INTO log_cosignatures (account_id, tree_size, witness, signature, signed_at)"
+    " VALUES (:account_id, :tree_size, :witness, :signature, :signed_at) ON CONFLICT DO NOTHING"
+)
+
+
 class EarlierClaim(msgspec.Struct, frozen=True):
     """What an Idempotency-Key already holds: the request it was claimed for, when, and its answer."""
 
@@ -196,7 +246,7 @@ class Reads:
         """Up to `limit` events after the cursor, in feed order, each with its own feed point."""
         sql = self._feed_sql(account_id, after, f"{_EVENT_COLUMNS}, {self.FEED_TX}") + " LIMIT :limit"
         rows = await self._all(sql, {**self._feed_params(account_id, after), "limit": limit})
-        return [(FeedPoint(row[12], row[0]), event_from_row(row, self.time)) for row in rows]
+        return [(FeedPoint(row[13], row[0]), event_from_row(row, self.time)) for row in rows]
 
     async def feed(
         self, account_id: str | None, after: FeedPoint, batch_size: int = 2000
@@ -205,7 +255,7 @@ class Reads:
         sql = self._feed_sql(account_id, after, f"{_EVENT_COLUMNS}, {self.FEED_TX}")
         async for batch in self._batches(sql, self._feed_params(account_id, after), batch_size):
             for row in batch:
-                yield FeedPoint(row[12], row[0]), event_from_row(row, self.time)
+                yield FeedPoint(row[13], row[0]), event_from_row(row, self.time)
 
     async def newest_point(self, account_id: str | None) -> FeedPoint | None:
         """The last event of the feed that is final (below the commit horizon)."""
@@ -250,6 +300,71 @@ class Reads:
         """Every read-model row, `batch_size` at a time."""
         async for batch in self._batches(READ_MODEL, {}, batch_size):
             yield [label_from_row(row, self.time) for row in batch]
+
+    # The verifiable log -----------------------------------------------------------------------------
+
+    async def log_head(self, account_id: str) -> tuple[int, bytes] | None:
+        row = await self._one(LOG_HEAD, {"account_id": account_id})
+        return None if row is None else (row[0], bytes(row[1]))
+
+    async def tiles(self, account_id: str, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored tiles among `keys` ((tile level, tile index) pairs); missing ones are left out."""
+        keys = sorted(set(keys))
+        if not keys:
+            return {}
+        wanted = " OR ".join(f"(level = :l{n} AND tile_index = :t{n})" for n in range(len(keys)))
+        params: dict[str, Any] = {"account_id": account_id}
+        for n, (level, index) in enumerate(keys):
+            params[f"l{n}"], params[f"t{n}"] = level, index
+        rows = await self._all(
+            f"SELECT level, tile_index, hashes FROM log_tiles WHERE account_id = :account_id AND ({wanted})", params
+        )
+        return {(level, index): bytes(hashes) for level, index, hashes in rows}
+
+    async def checkpoint(self, account_id: str, size: int | None = None) -> tuple[int, str] | None:
+        """The latest published checkpoint, or the one of this tree size: (size, signed note)."""
+        if size is None:
+            row = await self._one(LATEST_CHECKPOINT, {"account_id": account_id})
+        else:
+            row = await self._one(CHECKPOINT_OF_SIZE, {"account_id": account_id, "size": size})
+        return None if row is None else (row[0], row[1])
+
+    async def cosignatures(self, account_id: str, size: int) -> list[str]:
+        rows = await self._all(COSIGNATURES, {"account_id": account_id, "size": size})
+        return [row[0] for row in rows]
+
+    async def log_index_of(self, account_id: str, position: int) -> int | None:
+        row = await self._one(LOG_INDEX_OF, {"account_id": account_id, "position": position})
+        return None if row is None else row[0]
+
+    async def log_page(self, account_id: str, start: int, limit: int) -> list[RecordedEvent]:
+        """Up to `limit` integrated events of the account's log from index `start`, in log order."""
+        rows = await self._all(LOG_PAGE + " LIMIT :limit", {"account_id": account_id, "start": start, "limit": limit})
+        return [event_from_row(row, self.time, row[13]) for row in rows]
+
+    async def log_events(self, account_id: str, start: int, batch_size: int = 2000) -> AsyncIterator[RecordedEvent]:
+        """Every integrated event of the account's log from index `start`, in log order, in batches."""
+        async for batch in self._batches(LOG_PAGE, {"account_id": account_id, "start": start}, batch_size):
+            for row in batch:
+                yield event_from_row(row, self.time, row[13])
+
+    async def stream_with_index(self, account_id: str, label_id: str) -> list[RecordedEvent]:
+        """Every event of one label, oldest first, each with its log index once integrated."""
+        rows = await self._all(STREAM_WITH_INDEX, {"account_id": account_id, "stream_id": label_id})
+        return [event_from_row(row, self.time, row[13]) for row in rows]
+
+    async def first_index_after(self, account_id: str, after: FeedPoint) -> int:
+        """The log index of the account's first integrated event after an old feed cursor, or the log's size
+        when none is (old cursors keep working: the log is in feed order)."""
+        sql = (
+            "SELECT min(l.log_index) FROM log_leaves l JOIN events e ON e.position = l.position"
+            f" WHERE l.account_id = :account_id AND (e.tx_id, e.position) > ({self.TX_PARAM}, :position)"
+        )
+        row = await self._one(sql, self._feed_params(account_id, after))
+        if row is not None and row[0] is not None:
+            return row[0]
+        head = await self.log_head(account_id)
+        return 0 if head is None else head[0]
 
 
 class Maintenance(Reads):
@@ -360,3 +475,73 @@ class LabelWrites:
     def for_update(self, sql: str) -> str:
         """A SELECT that also locks its rows, where the backend needs that."""
         return sql
+
+
+class Integration(Reads):
+    """The integrator's transaction: it appends the next committed events, in feed order, to their accounts'
+    logs. One at a time (see `take_turn`); a crash rolls the whole batch back, so every event is integrated
+    exactly once. A backend supplies `take_turn`, `_execute`, `_execute_many` and the feed's spelling."""
+
+    async def take_turn(self) -> bool:
+        """True when no other integrator is at work; else this one should leave it for now."""
+        return True
+
+    async def _execute(self, sql: str, params: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    async def _execute_many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    async def progress(self) -> FeedPoint:
+        tx_id, position = await self._one(PROGRESS, {})
+        return FeedPoint(tx_id, position)
+
+    async def set_progress(self, point: FeedPoint) -> None:
+        await self._execute(SET_PROGRESS, {"tx_id": point.tx_id, "position": point.position})
+
+    async def committed_after(self, after: FeedPoint, limit: int) -> list[tuple[FeedPoint, str, bytes]]:
+        """The next final events of the feed: (feed point, account, chain hash)."""
+        sql = self._feed_sql(None, after, f"position, {self.FEED_TX}, account_id, hash") + " LIMIT :limit"
+        rows = await self._all(sql, {**self._feed_params(None, after), "limit": limit})
+        return [
+            (FeedPoint(tx_id, position), account_id, bytes.fromhex(digest))
+            for position, tx_id, account_id, digest in rows
+        ]
+
+    async def heads(self, accounts: list[str]) -> dict[str, int]:
+        """Each account's integrated tree size (0 for an account whose log is empty)."""
+        sizes = dict.fromkeys(accounts, 0)
+        for account_id in accounts:
+            head = await self.log_head(account_id)
+            if head is not None:
+                sizes[account_id] = head[0]
+        return sizes
+
+    async def add_leaves(self, leaves: list[tuple[str, int, int]]) -> None:
+        """(account, log index, position) of each newly integrated event."""
+        await self._execute_many(
+            ADD_LEAF, [{"account_id": a, "log_index": index, "position": position} for a, index, position in leaves]
+        )
+
+    async def put_tiles(self, tiles: list[tuple[str, int, int, bytes]]) -> None:
+        """Insert or replace (account, tile level, tile index, hashes)."""
+        rows = [{"account_id": a, "level": level, "tile_index": index, "hashes": h} for a, level, index, h in tiles]
+        await self._execute_many(PUT_TILE, rows)
+
+    async def put_heads(self, heads: list[tuple[str, int, bytes]]) -> None:
+        """Insert or replace (account, tree size, root)."""
+        await self._execute_many(PUT_HEAD, [{"account_id": a, "tree_size": n, "root": r} for a, n, r in heads])
+
+    async def unpublished(self, before: datetime, limit: int) -> list[tuple[str, int, bytes]]:
+        """Accounts whose tree grew since their last checkpoint, published before `before`: (account, size, root)."""
+        rows = await self._all(UNPUBLISHED, {"before": before, "limit": limit})
+        return [(account_id, size, bytes(root)) for account_id, size, root in rows]
+
+    async def publish(self, account_id: str, size: int, root: bytes, note: str, signed_at: datetime) -> None:
+        params = {"account_id": account_id, "tree_size": size, "root": root, "note": note, "signed_at": signed_at}
+        await self._execute(ADD_CHECKPOINT, params)
+        await self._execute(MARK_PUBLISHED, {"account_id": account_id, "tree_size": size, "signed_at": signed_at})
+
+    async def add_cosignature(self, account_id: str, size: int, witness: str, signature: str, at: datetime) -> None:
+        params = {"account_id": account_id, "tree_size": size, "witness": witness, "signature": signature}
+        await self._execute(ADD_COSIGNATURE, {**params, "signed_at": at})

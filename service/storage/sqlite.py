@@ -26,7 +26,7 @@ from projections.fold import LabelState
 from service.settings import Settings
 from service.storage.failures import Failure
 from service.storage.rows import LABEL_FIELDS, Row, label_values
-from service.storage.sql import DELETE_READ_MODEL, LabelWrites, Maintenance, Reads
+from service.storage.sql import DELETE_READ_MODEL, Integration, LabelWrites, Maintenance, Reads
 
 NAME = "sqlite"
 
@@ -211,6 +211,19 @@ class SqliteMaintenance(SqliteReads, Maintenance):
         return len(rows)
 
 
+class SqliteIntegration(SqliteReads, Integration):
+    def __init__(self, connection: Any) -> None:
+        # The one writer at a time, across processes too: no other integrator can be at work meanwhile.
+        super().__init__(connection, transaction=True, begin="BEGIN IMMEDIATE")
+
+    async def _execute(self, sql: str, params: dict[str, Any]) -> None:
+        await self.connection.execute(sql, _params(params))
+
+    async def _execute_many(self, sql: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.connection.executemany(sql, [_params(row) for row in rows])
+
+
 # Writes ---------------------------------------------------------------------------------------------
 
 
@@ -264,6 +277,10 @@ def reads(pooled: Any, *, transaction: bool, snapshot: bool) -> SqliteReads:
 
 def maintenance(pooled: Any) -> SqliteMaintenance:
     return SqliteMaintenance(pooled.driver_connection)
+
+
+def integration(pooled: Any) -> SqliteIntegration:
+    return SqliteIntegration(pooled.driver_connection)
 
 
 async def write(pooled: Any, _deadline_at: float, _optimistic: bool) -> LabelWrites:
