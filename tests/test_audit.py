@@ -79,6 +79,12 @@ def who(account: str, user: str = "alice", scope: str = ALL_SCOPES, **headers: s
     return {**auth(account, user, scope=scope), **headers}
 
 
+def two_versions(client, account: str, run_id: str) -> tuple[dict, dict]:
+    """A label created with text "a", then changed to "b": its two states."""
+    first = create_label(client, run_id, who(account), text_value="a")
+    return first, update_label(client, run_id, first["id"], who(account), text_value="b")
+
+
 def label_then(client, headers: dict, run_id: str, label_id: str, **params):
     return client.get(label_url(run_id, label_id), params=params, headers=headers)
 
@@ -353,8 +359,7 @@ def test_get_as_of_each_event_time_returns_the_label_then(client, run_id):
 
 def test_get_as_of_just_before_a_change_returns_the_previous_state(client, run_id):
     account = new_account()
-    label = create_label(client, run_id, who(account), text_value="a")
-    second = update_label(client, run_id, label["id"], who(account), text_value="b")
+    label, second = two_versions(client, account, run_id)
     assert second["updated_at"] > label["updated_at"]
     response = label_then(client, who(account), run_id, label["id"], as_of=just_before(second["updated_at"]))
     assert response.status_code == 200 and response.json() == label and response.headers["etag"] == '"1"'
@@ -386,8 +391,7 @@ def test_get_as_of_before_the_label_existed_is_404(client, run_id):
 
 def test_get_at_a_version_beyond_the_current_one_is_404(client, run_id):
     account = new_account()
-    label = create_label(client, run_id, who(account), text_value="a")
-    update_label(client, run_id, label["id"], who(account), text_value="b")
+    label, _ = two_versions(client, account, run_id)
     assert label_then(client, who(account), run_id, label["id"], version="2").status_code == 200
     for version in ("3", "99999999999999999999"):
         assert_error(label_then(client, who(account), run_id, label["id"], version=version), 404, "not found")
@@ -395,16 +399,14 @@ def test_get_at_a_version_beyond_the_current_one_is_404(client, run_id):
 
 def test_get_as_of_the_far_future_is_the_current_label(client, run_id):
     account = new_account()
-    label = create_label(client, run_id, who(account), text_value="a")
-    current = update_label(client, run_id, label["id"], who(account), text_value="b")
+    label, current = two_versions(client, account, run_id)
     response = label_then(client, who(account), run_id, label["id"], as_of=FAR_FUTURE)
     assert response.status_code == 200 and response.json() == current and response.headers["etag"] == '"2"'
 
 
 def test_get_as_of_honours_the_offset_of_the_time(client, run_id):
     account = new_account()
-    label = create_label(client, run_id, who(account), text_value="a")
-    second = update_label(client, run_id, label["id"], who(account), text_value="b")
+    label, second = two_versions(client, account, run_id)
     india = timezone(timedelta(hours=5, minutes=30))
     at_first = moment(label["updated_at"]).astimezone(india).isoformat()
     before_second = (moment(second["updated_at"]) - timedelta(microseconds=1)).astimezone(india).isoformat()
@@ -598,8 +600,7 @@ def test_feed_of_an_account_without_events_is_empty_and_its_next_reads_nothing(c
 
 def test_feed_next_is_the_last_cursor_and_stays_put_when_nothing_is_new(client, run_id):
     account = new_account()
-    label = create_label(client, run_id, who(account), text_value="a")
-    update_label(client, run_id, label["id"], who(account), text_value="b")
+    label, _ = two_versions(client, account, run_id)
     events = wait_for_feed(client, who(account), 2)
     body = feed_page(client, who(account))
     assert body["next"] == events[-1]["cursor"]
@@ -753,8 +754,7 @@ def test_digest_at_position_zero_is_the_empty_log_digest_even_after_events(clien
 
 def test_digest_without_position_is_at_the_newest_event(client, run_id):
     account = new_account()
-    label = create_label(client, run_id, who(account), text_value="a")
-    update_label(client, run_id, label["id"], who(account), text_value="b")
+    two_versions(client, account, run_id)
     events = wait_for_feed(client, who(account), 2)
     latest = digest(client, who(account))
     assert latest["position"] == events[-1]["position"]

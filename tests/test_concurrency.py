@@ -45,6 +45,12 @@ def two_servers(backend, fresh_database, tmp_path):
         yield url, [first, second]
 
 
+def labels_on(server: str, headers: dict[str, str], run: str, *names: str) -> list[str]:
+    """Create a label of each output resource name in the run, through one server; their ids."""
+    with httpx.Client(base_url=server, headers=headers) as client:
+        return [create_label(client, run, output_resource_name=name)["id"] for name in names]
+
+
 def stored_events(url: str, account: str) -> int:
     with engine_of(url) as engine:
         return count_events(engine, account=account)
@@ -54,8 +60,7 @@ def test_concurrent_puts_without_if_match_are_all_applied(two_servers):
     url, servers = two_servers
     headers = auth()
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=servers[0], headers=headers) as first:
-        label_id = create_label(first, run, output_resource_name="hot")["id"]
+    (label_id,) = labels_on(servers[0], headers, run, "hot")
 
     def writer(n: int) -> list[tuple[int, str | None, str]]:
         results = []
@@ -101,8 +106,7 @@ def test_exactly_one_if_match_racer_wins(two_servers):
     url, servers = two_servers
     headers = auth()
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=servers[0], headers=headers) as first:
-        label_id = create_label(first, run, output_resource_name="race")["id"]
+    (label_id,) = labels_on(servers[0], headers, run, "race")
     for expected in range(1, 4):
         statuses = Counter(race(servers, headers, label_url(run, label_id), expected))
         assert statuses == {200: 1, 412: THREADS - 1}, statuses
@@ -253,8 +257,7 @@ def test_a_follower_folding_the_feed_ends_with_the_read_model_whatever_path_wrot
     headers = auth(account)
     auditor = auth(account, scope="audit:read")
     run = str(uuid.uuid4())
-    with httpx.Client(base_url=servers[0], headers=headers) as first:
-        label_ids = [create_label(first, run, output_resource_name=f"hot{n}")["id"] for n in range(HOT_LABELS)]
+    label_ids = labels_on(servers[0], headers, run, *(f"hot{n}" for n in range(HOT_LABELS)))
 
     def writer(n: int) -> Counter:
         statuses: Counter = Counter()
