@@ -30,7 +30,15 @@ from events.offline import (
     verify_log,
     verify_tlog_proof,
 )
-from events.types import GENESIS_HASH, GoldLabelCreated, GoldLabelDeleted, GoldLabelUpdated, PendingEvent, format_time
+from events.types import (
+    GENESIS_HASH,
+    GoldLabelCreated,
+    GoldLabelDeleted,
+    GoldLabelUpdated,
+    PendingEvent,
+    encode_data,
+    format_time,
+)
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 RUN = "6f1d3c2a-9b8e-4f7a-a1c2-3d4e5f607182"
@@ -64,7 +72,7 @@ def test_the_standard_library_writes_the_services_canonical_bytes(fields, payloa
 
 
 def test_the_chain_keeps_the_hashes_events_were_sealed_with():
-    """test_chain.py's first vector, through the standard-library form."""
+    """test_chain.py's first format 1 vector, through the standard-library form."""
     event = PendingEvent(
         account_id="acme",
         stream_id=LABEL,
@@ -77,10 +85,11 @@ def test_the_chain_keeps_the_hashes_events_were_sealed_with():
         reason=None,
         prev_hash=GENESIS_HASH,
     )
-    data, digest = chain.seal(event)
-    assert digest == "2b22ffe62285790ac46c5e121c9e953b5d939f12a3363b6f766adab0e62edf05"
+    data = encode_data(event.data)
     fields = ("acme", LABEL, 1, RUN, "GoldLabelCreated", data.decode(), "alice", format_time(event.recorded_at))
+    digest = "2b22ffe62285790ac46c5e121c9e953b5d939f12a3363b6f766adab0e62edf05"
     assert canonical.hash_fields(*fields, "req-1", None, GENESIS_HASH) == digest
+    assert chain.hash_fields(*fields, "req-1", None, GENESIS_HASH) == digest
     assert canonical.GENESIS_HASH == GENESIS_HASH
 
 
@@ -212,7 +221,12 @@ def build_log(account: str = ACCOUNT) -> list[ExportedEvent]:
                 reason=None if round_ == 0 else "reviewed — by the eval team",
                 prev_hash=prev,
             )
-            payload, digest = chain.seal(pending)
+            payload = encode_data(pending.data)
+            when = format_time(pending.recorded_at)
+            digest = chain.hash_fields(
+                account, label, version, RUN, pending.type, payload, pending.actor, when, pending.request_id,
+                pending.reason, prev,
+            )  # fmt: skip
             event = ExportedEvent(
                 log_index=len(events),
                 label_id=label,
@@ -220,7 +234,7 @@ def build_log(account: str = ACCOUNT) -> list[ExportedEvent]:
                 version=version,
                 type=pending.type,
                 actor=pending.actor,
-                recorded_at=format_time(pending.recorded_at),
+                recorded_at=when,
                 request_id=pending.request_id,
                 reason=pending.reason,
                 prev_hash=prev,
@@ -228,6 +242,7 @@ def build_log(account: str = ACCOUNT) -> list[ExportedEvent]:
                 chain=1,
                 payload=payload.decode(),
             )
+            assert event_hash(account, event) == digest
             if number == 3:  # format 2: the digest of the payload, the payload kept, then erased
                 event = dataclasses.replace(event, chain=2)
                 event = dataclasses.replace(event, hash=event_hash(account, event))
