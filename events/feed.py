@@ -45,6 +45,19 @@ class FeedPoint(msgspec.Struct, frozen=True, order=True):
         return point
 
 
+_LOG_CURSOR = re.compile(r"[0-9]{1,19}")
+
+
+def parse_cursor(cursor: str | None) -> int | FeedPoint:
+    """A cursor of an account's feed: the number of log entries already read (a tree size), or an older
+    cursor "<tx_id>-<position>" of the global feed order, which the caller maps onto the log."""
+    if not cursor:
+        return 0
+    if _LOG_CURSOR.fullmatch(cursor) and int(cursor) <= _MAX_PART:
+        return int(cursor)
+    return FeedPoint.parse(cursor)
+
+
 async def digest(hashes: AsyncIterable[tuple[int, str]]) -> str:
     """SHA-256 over (position, hash) of events in feed order (a log's digest up to some point).
 

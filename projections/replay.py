@@ -9,17 +9,18 @@ from datetime import datetime
 
 import msgspec
 
-from events.chain import hash_fields
+from events.chain import chain_hash
 from events.types import GENESIS_HASH, RecordedEvent, decode_data
 from projections.fold import FoldError, LabelState, apply
 
 Progress = Callable[[int], None]
 LabelKey = tuple[str, str]  # (account_id, label_id)
 
-EventRow = tuple[int, str, str, int, str, str, str, str, str, str, str | None, str, str, int]
+EventRow = tuple[int, str, str, int, str, str, str, str, str, str, str | None, str, str, int, int]
 """An event as a replay checks it: (position, account_id, stream_id, version, run_id, type, data, actor,
-recorded_at, request_id, reason, prev_hash, hash, tx_id). `data` is the stored JSON text, `recorded_at` the
-UTC text the hash covers (events.types.format_time), and (tx_id, position) the event's place in the feed."""
+recorded_at, request_id, reason, prev_hash, hash, tx_id, chain). `data` is the stored JSON text,
+`recorded_at` the UTC text the hash covers (events.types.format_time), (tx_id, position) the event's place in
+the feed, and `chain` how its hash covers the payload (events.chain)."""
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -81,10 +82,21 @@ def _fold(
     """Check and fold the next events, in position order."""
     states, problems = outcome.states, outcome.problems
     for (position, account_id, stream_id, version, run_id, event_type, data, actor, recorded_at, request_id, reason,
-         prev, digest, tx_id) in batch:  # fmt: skip
+         prev, digest, tx_id, chain) in batch:  # fmt: skip
         key = (account_id, stream_id)
-        recomputed = hash_fields(
-            account_id, stream_id, version, run_id, event_type, data, actor, recorded_at, request_id, reason, prev
+        recomputed = chain_hash(
+            chain,
+            account_id,
+            stream_id,
+            version,
+            run_id,
+            event_type,
+            data,
+            actor,
+            recorded_at,
+            request_id,
+            reason,
+            prev,
         )
         if recomputed != digest:
             problems.append(Problem(*key, _ALTERED, position=position, version=version))

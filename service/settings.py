@@ -12,6 +12,8 @@ import msgspec
 DEFAULT_DATA_DIR = ".goldtrail"
 LOG_FORMATS = ("auto", "json", "text")
 DEV_SECRET_FILE = "dev-jwt-secret"
+DEV_CHECKPOINT_KEY_FILE = "checkpoint-key"
+DEV_LOG_NAME = "goldtrail.localhost"
 
 
 class SettingsError(Exception):
@@ -46,6 +48,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # When set, /metrics is served on this port only (by the serving process), not on the API port.
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # The private key that signs every account's checkpoints (`goldtrail keys generate`); none: no checkpoints.
+    checkpoint_key_file: Path | None = None
+    # Verifier keys of the witnesses whose cosignatures the service keeps and serves with its checkpoints.
+    witness_keys: tuple[str, ...] = ()
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
 
@@ -144,6 +150,54 @@ def dev_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def dev_checkpoint_key(data_dir: Path) -> Path:
+    """The embedded default's checkpoint key: made once, kept in the data folder, readable by its owner only."""
+    from events.note import generate_key
+
+    path = data_dir / DEV_CHECKPOINT_KEY_FILE
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as handle:
+        handle.write(generate_key(DEV_LOG_NAME)[0] + "\n")
+    return path
+
+
+def _checkpoint_key(env: Mapping[str, str], data_dir: Path, embedded: bool) -> Path | None:
+    from events.note import NoteError, parse_private_key
+
+    raw = env.get("GOLDTRAIL_CHECKPOINT_KEY")
+    if not raw:
+        # Made when the service first starts (dev_checkpoint_key), not by commands that only read settings.
+        return data_dir / DEV_CHECKPOINT_KEY_FILE if embedded else None
+    path = Path(raw)
+    try:
+        parse_private_key(path.read_text())
+    except OSError as error:
+        raise SettingsError(f"GOLDTRAIL_CHECKPOINT_KEY: cannot read {raw!r} ({error.strerror})") from None
+    except NoteError as error:
+        raise SettingsError(
+            f"GOLDTRAIL_CHECKPOINT_KEY: {raw!r} is not a key from `goldtrail keys generate`: {error}"
+        ) from None
+    return path
+
+
+def _witness_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    from events.note import NoteError, parse_vkey
+
+    keys = _words(env.get("GOLDTRAIL_WITNESS_KEYS"))
+    for key in keys:
+        try:
+            parse_vkey(key)
+        except NoteError as error:
+            raise SettingsError(
+                f"GOLDTRAIL_WITNESS_KEYS: {key[:80]!r} is not a witness verifier key: {error}"
+            ) from None
+    return keys
+
+
 def _port(env: Mapping[str, str], field: str) -> int | None:
     port = _int(env, field, minimum=1)
     if port is not None and port > 65535:
@@ -222,4 +276,6 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         keep_alive_seconds=_float(env, "keep_alive_seconds"),
         metrics_port=_port(env, "metrics_port"),
         metrics_host=_text(env, "metrics_host"),
+        checkpoint_key_file=_checkpoint_key(env, data_dir, embedded),
+        witness_keys=_witness_keys(env),
     )

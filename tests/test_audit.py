@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -47,12 +48,14 @@ HISTORY_FIELDS = {
     "reason",
     "changes",
     "state",
-    "position",
+    "log_index",
     "hash",
 }
 FEED_FIELDS = {
     "cursor",
-    "position",
+    "log_index",
+    "chain",
+    "payload",
     "label_id",
     "run_id",
     "version",
@@ -67,8 +70,9 @@ FEED_FIELDS = {
 }
 FAR_FUTURE = "9000-01-01T00:00:00Z"
 LONG_AGO = "2000-01-01T00:00:00Z"
-# On PostgreSQL the feed only shows transactions below the commit horizon, which other sessions on the
-# same server can hold back for a moment; reads that must see everything wait this long at most.
+# The feed shows an account's log: events appear once integrated (within about a second of commit; on
+# PostgreSQL after every transaction begun before theirs has ended); reads that must see everything wait
+# this long at most.
 FEED_PATIENCE_SECONDS = 10.0
 
 
@@ -107,7 +111,7 @@ def wait_for_feed(client, headers: dict, count: int) -> list[dict]:
     while True:
         events = feed_page(client, headers, limit="1000")["events"]
         if len(events) >= count or time.monotonic() > deadline:
-            assert len(events) == count, [(e["position"], e["type"]) for e in events]
+            assert len(events) == count, [(e["log_index"], e["type"]) for e in events]
             return events
         time.sleep(0.05)
 
@@ -119,11 +123,36 @@ def digest(client, headers: dict, **params) -> dict:
 
 
 def digest_of(events: list[dict]) -> str:
-    """SHA-256 over "position:hash" lines of the events, in feed order: what an auditor can recompute."""
+    """SHA-256 over "log_index:hash" lines of the events, in log order: what an auditor can recompute."""
     running = hashlib.sha256()
     for event in events:
-        running.update(f"{event['position']}:{event['hash']}\n".encode())
+        running.update(f"{event['log_index']}:{event['hash']}\n".encode())
     return running.hexdigest()
+
+
+def positions(engine, events: list[dict]) -> list[int]:
+    """The global positions of these events (the feed shows none: they would tell of other accounts)."""
+    with engine.connect() as conn:
+        by_hash = dict(conn.execute(sa.text("SELECT hash, position FROM events")).all())
+    return [by_hash[event["hash"]] for event in events]
+
+
+def legacy_digest_of(events: list[dict], at: list[int]) -> str:
+    """The older digest form: SHA-256 over "position:hash" lines, for digests kept before the log."""
+    running = hashlib.sha256()
+    for event, position in zip(events, at, strict=True):
+        running.update(f"{position}:{event['hash']}\n".encode())
+    return running.hexdigest()
+
+
+def integrated_history(client, run_id: str, label_id: str, headers: dict) -> list[dict]:
+    """The label's history once every event has its log index (see FEED_PATIENCE_SECONDS)."""
+    deadline = time.monotonic() + FEED_PATIENCE_SECONDS
+    while True:
+        entries = label_history(client, run_id, label_id, headers)
+        if all(entry["log_index"] is not None for entry in entries) or time.monotonic() > deadline:
+            return entries
+        time.sleep(0.05)
 
 
 def moment(stamp: str) -> datetime:
@@ -155,7 +184,7 @@ def test_history_lists_every_event_in_version_order_with_its_metadata(client, ru
     headers = who(account, "carol", **{"X-Request-ID": "req-create", "X-Change-Reason": "first pass"})
     label = create_label(client, run_id, headers, text_value="a")
     update_label(client, run_id, label["id"], who(account, "bob", **{"X-Request-ID": "req-update"}), text_value="b")
-    entries = label_history(client, run_id, label["id"], who(account))
+    entries = integrated_history(client, run_id, label["id"], who(account))
     assert [set(entry) for entry in entries] == [HISTORY_FIELDS, HISTORY_FIELDS]
     assert [entry["version"] for entry in entries] == [1, 2]
     assert [entry["type"] for entry in entries] == ["GoldLabelCreated", "GoldLabelUpdated"]
@@ -164,7 +193,7 @@ def test_history_lists_every_event_in_version_order_with_its_metadata(client, ru
     assert [entry["reason"] for entry in entries] == ["first pass", None]
     assert entries[0]["recorded_at"] == label["created_at"]
     assert entries[0]["recorded_at"] <= entries[1]["recorded_at"]
-    assert entries[0]["position"] < entries[1]["position"]
+    assert [entry["log_index"] for entry in entries] == [0, 1]  # the account's own log, from its first entry
     assert all(len(entry["hash"]) == 64 for entry in entries) and entries[0]["hash"] != entries[1]["hash"]
 
 
@@ -249,10 +278,10 @@ def test_history_changes_replayed_from_the_create_give_each_state(client, run_id
 def test_history_positions_and_hashes_match_the_feed(client, run_id):
     account = new_account()
     label_id, _ = lifecycle(client, account, run_id)
-    entries = label_history(client, run_id, label_id, who(account))
-    events = wait_for_feed(client, who(account), len(entries))
-    assert [(e["version"], e["position"], e["hash"], e["recorded_at"]) for e in events] == [
-        (e["version"], e["position"], e["hash"], e["recorded_at"]) for e in entries
+    events = wait_for_feed(client, who(account), 4)
+    entries = integrated_history(client, run_id, label_id, who(account))
+    assert [(e["version"], e["log_index"], e["hash"], e["recorded_at"]) for e in events] == [
+        (e["version"], e["log_index"], e["hash"], e["recorded_at"]) for e in entries
     ]
 
 
@@ -572,8 +601,10 @@ def test_feed_holds_the_callers_events_in_order_with_every_field(client, run_id)
     assert events[0]["data"]["output_resource_name"] == label["output_resource_name"]
     assert list(events[0]["data"]["object_value"]) == ["b", "a"]
     assert events[1]["data"]["text_value"] == "t"
-    positions = [event["position"] for event in events]
-    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert [event["log_index"] for event in events] == [0, 1, 2]
+    assert [event["cursor"] for event in events] == ["1", "2", "3"]
+    assert [event["chain"] for event in events] == [2, 2, 2]
+    assert [json.loads(event["payload"]) for event in events] == [event["data"] for event in events]
 
 
 def test_feed_events_chain_each_hash_to_the_previous_event_of_the_label(client, run_id):
@@ -691,13 +722,29 @@ def test_feed_cursor_at_the_largest_64_bit_value_is_an_empty_page(client, run_id
     account = new_account()
     create_label(client, run_id, who(account), text_value="a")
     wait_for_feed(client, who(account), 1)
-    for after in (f"{MAX_PART}-{MAX_PART}", f"{MAX_PART}-0"):
+    for after, following in ((str(MAX_PART), str(MAX_PART)), (f"{MAX_PART}-{MAX_PART}", "1"), (f"{MAX_PART}-0", "1")):
         body = feed_page(client, who(account), after=after)
-        assert body["events"] == [] and body["next"] == after
+        assert body["events"] == [] and body["next"] == following
         response = client.get("/v1/events", params={"after": after}, headers=who(account, Accept=NDJSON))
         assert response.status_code == 200 and response.text == "", response.text
-    # A position part at the largest value is read too (on PostgreSQL, later transactions still follow it).
+    # An older cursor at the largest position is read too (on PostgreSQL, later transactions still follow it).
     feed_page(client, who(account), after=f"0-{MAX_PART}")
+
+
+def test_an_older_feed_cursor_resumes_at_the_first_event_after_it(client, engine, run_id):
+    """Cursors from before the log were "<transaction>-<position>"; they keep working: the page starts with
+    the account's first event after that place in the old feed order."""
+    account = new_account()
+    label = create_label(client, run_id, who(account), text_value="a")
+    update_label(client, run_id, label["id"], who(account), text_value="b")
+    update_label(client, run_id, label["id"], who(account), text_value="c")
+    events = wait_for_feed(client, who(account), 3)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT tx_id, position, hash FROM events WHERE account_id = :a"), {"a": account})
+        old_cursor = {digest: f"{tx_id}-{position}" for tx_id, position, digest in rows}
+    body = feed_page(client, who(account), after=old_cursor[events[0]["hash"]])
+    assert body["events"] == events[1:] and body["next"] == "3"
+    assert feed_page(client, who(account), after=old_cursor[events[-1]["hash"]]) == {"events": [], "next": "3"}
 
 
 def test_feed_ndjson_streams_the_same_events_as_json_lines(client, run_id):
@@ -743,7 +790,7 @@ def test_feed_of_one_account_never_shows_another_accounts_events(client, run_id)
 
 
 def test_digest_of_an_account_without_events_is_the_empty_log_digest(client):
-    assert digest(client, who(new_account())) == {"position": 0, "digest": EMPTY_DIGEST}
+    assert digest(client, who(new_account())) == {"tree_size": 0, "digest": EMPTY_DIGEST}
 
 
 def test_digest_at_position_zero_is_the_empty_log_digest_even_after_events(client, run_id):
@@ -752,31 +799,30 @@ def test_digest_at_position_zero_is_the_empty_log_digest_even_after_events(clien
     assert digest(client, who(account), position="0") == {"position": 0, "digest": EMPTY_DIGEST}
 
 
-def test_digest_without_position_is_at_the_newest_event(client, run_id):
+def test_digest_without_parameters_covers_the_whole_log(client, run_id):
     account = new_account()
     two_versions(client, account, run_id)
     events = wait_for_feed(client, who(account), 2)
     latest = digest(client, who(account))
-    assert latest["position"] == events[-1]["position"]
+    assert set(latest) == {"tree_size", "digest"} and latest["tree_size"] == 2
     assert len(latest["digest"]) == 64 and re.fullmatch("[0-9a-f]{64}", latest["digest"])
     assert latest["digest"] == digest_of(events)
     assert latest["digest"] != EMPTY_DIGEST
-    assert digest(client, who(account), position=str(latest["position"])) == latest
+    assert digest(client, who(account), tree_size="2") == latest
 
 
-def test_digest_covers_the_position_and_hash_of_every_event_up_to_it(client, run_id):
+def test_digest_covers_the_log_index_and_hash_of_every_entry_up_to_its_size(client, run_id):
     account = new_account()
     label = create_label(client, run_id, who(account), text_value="a")
     create_label(client, run_id, who(account), text_value="b")
     delete_label(client, run_id, label["id"], who(account))
     events = wait_for_feed(client, who(account), 3)
-    for upto in range(1, 4):
-        position = events[upto - 1]["position"]
-        expected = {"position": position, "digest": digest_of(events[:upto])}
-        assert digest(client, who(account), position=str(position)) == expected
+    for size in range(4):
+        expected = {"tree_size": size, "digest": digest_of(events[:size])}
+        assert digest(client, who(account), tree_size=str(size)) == expected
 
 
-def test_digest_at_a_position_stays_the_same_after_more_events(client, run_id):
+def test_digest_at_a_tree_size_stays_the_same_after_more_events(client, run_id):
     account = new_account()
     label = create_label(client, run_id, who(account), text_value="a")
     wait_for_feed(client, who(account), 1)
@@ -785,9 +831,22 @@ def test_digest_at_a_position_stays_the_same_after_more_events(client, run_id):
         update_label(client, run_id, label["id"], who(account), text_value=text)
     create_label(client, run_id, who(account))
     wait_for_feed(client, who(account), 4)
-    assert digest(client, who(account), position=str(before["position"])) == before
+    assert digest(client, who(account), tree_size=str(before["tree_size"])) == before
     latest = digest(client, who(account))
-    assert latest["position"] > before["position"] and latest["digest"] != before["digest"]
+    assert latest["tree_size"] == 4 and latest["digest"] != before["digest"]
+
+
+def test_an_older_digest_at_a_position_is_still_answered_for_the_events_up_to_it(client, engine, run_id):
+    """Digests kept before the log had indexes name a global position; asked again, they give the same."""
+    account = new_account()
+    label = create_label(client, run_id, who(account), text_value="a")
+    create_label(client, run_id, who(account), text_value="b")
+    delete_label(client, run_id, label["id"], who(account))
+    events = wait_for_feed(client, who(account), 3)
+    at = positions(engine, events)
+    for upto in range(1, 4):
+        expected = {"position": at[upto - 1], "digest": legacy_digest_of(events[:upto], at[:upto])}
+        assert digest(client, who(account), position=str(at[upto - 1])) == expected
 
 
 def test_accounts_have_independent_digests(client, run_id):
@@ -799,18 +858,21 @@ def test_accounts_have_independent_digests(client, run_id):
     update_label(client, run_id, label["id"], who(two), text_value="other")
     events_of_two = wait_for_feed(client, who(two), 2)
     assert digest(client, who(one)) == first_of_one
-    assert digest(client, who(two)) == {"position": events_of_two[-1]["position"], "digest": digest_of(events_of_two)}
+    assert digest(client, who(two)) == {"tree_size": 2, "digest": digest_of(events_of_two)}
     assert digest(client, who(two))["digest"] != first_of_one["digest"]
 
 
-def test_digest_at_another_accounts_position_or_beyond_the_log_is_404(client, run_id):
+def test_digest_at_another_accounts_position_or_beyond_the_log_is_404(client, engine, run_id):
     mine, theirs = new_account(), new_account()
     create_label(client, run_id, who(mine))
     create_label(client, run_id, who(theirs))
-    (their_event,) = wait_for_feed(client, who(theirs), 1)
-    (my_event,) = wait_for_feed(client, who(mine), 1)
-    for position in (their_event["position"], max(my_event["position"], their_event["position"]) + 1_000_000):
+    (their_position,) = positions(engine, wait_for_feed(client, who(theirs), 1))
+    (my_position,) = positions(engine, wait_for_feed(client, who(mine), 1))
+    for position in (their_position, max(my_position, their_position) + 1_000_000):
         assert_error(client.get("/v1/audit/digest", params={"position": str(position)}, headers=who(mine)), 404)
+    assert_error(client.get("/v1/audit/digest", params={"tree_size": "2"}, headers=who(mine)), 404, "holds 1")
+    response = client.get("/v1/audit/digest", params={"tree_size": "1", "position": "1"}, headers=who(mine))
+    assert_error(response, 400, "not both")
 
 
 @pytest.mark.parametrize("position", ["x", "-1", "1.5", "", " 1", "²"])

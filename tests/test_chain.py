@@ -3,11 +3,13 @@ sealed with, whatever the code that computes it now."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import msgspec
 
-from events.chain import hash_fields, seal
+from events import canonical
+from events.chain import CHAIN_FORMAT, chain_hash, hash_fields, seal
 from events.types import GENESIS_HASH, GoldLabelCreated, GoldLabelUpdated, PendingEvent, format_time
 
 RUN = "6f1d3c2a-9b8e-4f7a-a1c2-3d4e5f607182"
@@ -53,15 +55,34 @@ SEALED = [
 ]
 
 
-def test_sealing_gives_the_hashes_events_have_always_had():
+def _parts(event: PendingEvent) -> tuple[tuple, tuple]:
+    fields = (event.account_id, event.stream_id, event.version, event.run_id, event.type)
+    rest = (event.actor, format_time(event.recorded_at), event.request_id, event.reason, event.prev_hash)
+    return fields, rest
+
+
+def test_chain_format_1_gives_the_hashes_events_have_always_had():
+    """Every event written before chain format 2 keeps verifying under format 1."""
     for event, digest in SEALED:
-        assert seal(event)[1] == digest
+        data, _ = seal(event)
+        fields, rest = _parts(event)
+        assert chain_hash(1, *fields, data, *rest) == hash_fields(*fields, data, *rest) == digest
+
+
+def test_new_events_are_sealed_in_format_2_over_the_payloads_sha256():
+    """Format 2 commits to the payload through its digest (so it can one day be erased), and the standard
+    library form an auditor runs gives the same hash as the service's."""
+    assert CHAIN_FORMAT == 2
+    for event, digest in SEALED:
+        data, sealed = seal(event)
+        fields, rest = _parts(event)
+        assert sealed == canonical.hash_fields_v2(*fields, hashlib.sha256(data).hexdigest(), *rest)
+        assert sealed != digest  # not format 1's hash of the same event
 
 
 def test_the_stored_text_of_an_event_hashes_as_its_sealed_bytes():
     """A replay hashes the payload as the text the database returns, and the time as the text it spells."""
-    for event, digest in SEALED:
-        data, _ = seal(event)
-        fields = (event.account_id, event.stream_id, event.version, event.run_id, event.type)
-        rest = (event.actor, format_time(event.recorded_at), event.request_id, event.reason, event.prev_hash)
-        assert hash_fields(*fields, data.decode(), *rest) == hash_fields(*fields, data, *rest) == digest
+    for event, _ in SEALED:
+        data, sealed = seal(event)
+        fields, rest = _parts(event)
+        assert chain_hash(2, *fields, data.decode(), *rest) == chain_hash(2, *fields, data, *rest) == sealed

@@ -63,10 +63,12 @@ def test_readme_auditor_session_works_and_verifies_clean(tmp_path):
     assert json.loads(out.splitlines()[3])[0]["text_value"] == "41"
     assert len(json.loads(out.splitlines()[4])["events"]) == 2
     ndjson = [json.loads(line) for line in out.splitlines() if line.startswith('{"cursor"')]
-    assert [event["position"] for event in ndjson] == [1, 2, 3, 4, 5]  # both sessions' events
+    assert [event["log_index"] for event in ndjson] == [0, 1, 2, 3, 4]  # both sessions' events
     assert [event["version"] for event in ndjson if event["label_id"] == history[0]["state"]["id"]] == [1, 2]
-    digests = [json.loads(line) for line in out.splitlines() if line.startswith('{"position"')]
-    assert len(digests) == 2 and digests[0] == digests[1]
+    digests = [json.loads(line) for line in out.splitlines() if line.startswith('{"digest"')]
+    assert len(digests) == 2 and digests[0] == digests[1] and digests[0]["tree_size"] == 5
+    assert "OK: 5 entries of 2 labels" in out  # verify-log, against the signed checkpoint
+    assert "version 2 of run" in out and "is entry 4" in out  # verify-proof
     assert "verify OK" in out and "matches the digest" in out and "rebuild OK" in out
     assert (tmp_path / "events.jsonl").read_text().count("\n") == 5
 

@@ -75,8 +75,8 @@ def test_each_event_hash_chains_to_the_previous_one(client, database_url, run_id
         labels_url(run_id), json={"output_resource_name": "o", "text_value": "a"}, headers=auth(account)
     ).json()
     for text in ("b", "c"):
-        client.put(label_url(run_id, label['id']), json={"text_value": text}, headers=auth(account))
-    client.delete(label_url(run_id, label['id']), headers=auth(account))
+        client.put(label_url(run_id, label["id"]), json={"text_value": text}, headers=auth(account))
+    client.delete(label_url(run_id, label["id"]), headers=auth(account))
     history = stored_stream(database_url, account, label["id"])
     assert [event.type for event in history] == [
         "GoldLabelCreated",

@@ -29,7 +29,7 @@ def test_retried_create_returns_the_first_answer_and_creates_once(client, engine
 
 def test_retried_put_appends_nothing(client, engine, run_id):
     label = create_label(client, run_id, auth(), output_resource_name="o")
-    url, key = label_url(run_id, label['id']), str(uuid.uuid4())
+    url, key = label_url(run_id, label["id"]), str(uuid.uuid4())
     first = client.put(url, json={"text_value": "v2"}, headers=keyed(key))
     client.put(url, json={"text_value": "v3"}, headers=auth())
     again = client.put(url, json={"text_value": "v2"}, headers=keyed(key))
@@ -40,7 +40,7 @@ def test_retried_put_appends_nothing(client, engine, run_id):
 
 def test_retried_delete_is_204_again_while_a_plain_retry_is_404(client, run_id):
     label = create_label(client, run_id, auth(), output_resource_name="o")
-    url, key = label_url(run_id, label['id']), str(uuid.uuid4())
+    url, key = label_url(run_id, label["id"]), str(uuid.uuid4())
     assert client.delete(url, headers=keyed(key)).status_code == 204
     again = client.delete(url, headers=keyed(key))
     assert again.status_code == 204 and again.content == b"" and again.headers["idempotent-replayed"] == "true"
@@ -50,15 +50,13 @@ def test_retried_delete_is_204_again_while_a_plain_retry_is_404(client, run_id):
 @pytest.mark.parametrize("change", ["body", "path", "method"])
 def test_same_key_for_a_different_request_is_422(client, run_id, change):
     label = create_label(client, run_id, auth(), output_resource_name="o")
-    url, key = label_url(run_id, label['id']), str(uuid.uuid4())
+    url, key = label_url(run_id, label["id"]), str(uuid.uuid4())
     assert client.put(url, json={"text_value": "a"}, headers=keyed(key)).status_code == 200
     if change == "body":
         response = client.put(url, json={"text_value": "b"}, headers=keyed(key))
     elif change == "path":
         other = client.post(labels_url(run_id), json={"output_resource_name": "p"}, headers=auth())
-        response = client.put(
-            label_url(run_id, other.json()['id']), json={"text_value": "a"}, headers=keyed(key)
-        )
+        response = client.put(label_url(run_id, other.json()["id"]), json={"text_value": "a"}, headers=keyed(key))
     else:
         response = client.delete(url, headers=keyed(key))
     assert assert_error(response, 422, "Idempotency-Key")["field"] == "Idempotency-Key"

@@ -57,13 +57,9 @@ def test_logs_never_hold_tokens_secrets_or_label_values(client, run_id, logs):
         json={"output_resource_name": "o", "text_value": secret_value, "object_value": None},
         headers=headers,
     ).json()
-    client.put(
-        label_url(run_id, label['id']), json={"object_value": {"k": secret_value}}, headers=headers
-    )
+    client.put(label_url(run_id, label["id"]), json={"object_value": {"k": secret_value}}, headers=headers)
     client.get(labels_url(run_id), headers={"Authorization": f"Bearer {bearer}x"})  # a 401
-    client.post(
-        labels_url(run_id), json={"output_resource_name": secret_value + "\u0000"}, headers=headers
-    )
+    client.post(labels_url(run_id), json={"output_resource_name": secret_value + "\u0000"}, headers=headers)
     formatter = JsonFormatter()
     text = "\n".join(formatter.format(record) for record in logs.records)
     assert "request" in text
@@ -75,7 +71,7 @@ def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_500(clien
     poison_projection(engine)
     label = create_label(client, run_id, auth(), output_resource_name="o")
     response = client.put(
-        label_url(run_id, label['id']),
+        label_url(run_id, label["id"]),
         json={"text_value": "poison"},
         headers={**auth(), "X-Request-ID": "boom-1"},
     )
@@ -89,7 +85,7 @@ def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_500(clien
 def test_metrics_count_requests_by_route_and_status_and_events_by_type(client, run_id):
     before = client.get("/metrics").text
     label = create_label(client, run_id, auth(), output_resource_name="o")
-    client.put(label_url(run_id, label['id']), json={"text_value": "x"}, headers=auth())
+    client.put(label_url(run_id, label["id"]), json={"text_value": "x"}, headers=auth())
     client.get(label_url(run_id, uuid.uuid4()), headers=auth())
     client.get(f"/scanner-probe-{run_id}")
     after = client.get("/metrics").text
@@ -141,9 +137,7 @@ def test_a_metrics_port_serves_the_metrics_of_every_worker_and_the_api_port_does
         for i in range(12):  # a new connection each, so that both workers take some
             with httpx.Client(base_url=base, timeout=10) as client:
                 assert client.get("/healthz").status_code == 200
-                created = client.post(
-                    labels_url(run), json={"output_resource_name": f"o{i}"}, headers=auth()
-                )
+                created = client.post(labels_url(run), json={"output_resource_name": f"o{i}"}, headers=auth())
                 assert created.status_code == 201
         after = httpx.get(scrape, timeout=10).text
 

@@ -64,14 +64,15 @@ class Log:
                 for _, sql in triggers:
                     conn.execute(sa.text(sql))
 
-    def digest_of_everything(self) -> dict:
-        """The digest once it covers every event written so far: on PostgreSQL the feed stops short of any
-        transaction still running anywhere in the cluster (another database's autovacuum, say)."""
-        newest = self.scalar("SELECT max(position) FROM events")
+    def digest_of_everything(self, **params: str) -> dict:
+        """The digest once it covers every event written so far: events enter the account's log within about
+        a second of commit (on PostgreSQL, once every transaction begun before theirs has ended)."""
+        written = self.scalar("SELECT count(*) FROM events WHERE account_id = :a", a=ACCOUNT)
         deadline = time.monotonic() + 30
         while True:
-            digest = self.client.get("/v1/audit/digest", headers=auth(ACCOUNT, scope="audit:read")).json()
-            if digest["position"] == newest or time.monotonic() > deadline:
+            found = self.client.get("/v1/audit/digest", params=params, headers=auth(ACCOUNT, scope="audit:read"))
+            digest = found.json()
+            if digest.get("tree_size", written) == written or time.monotonic() > deadline:
                 return digest
             time.sleep(0.05)
 
@@ -169,6 +170,31 @@ def test_verify_with_an_earlier_digest_catches_deletion_of_the_newest_events(log
     log.write()
     digest = log.digest_of_everything()
     log.write(labels=1, updates=0)
+    size = str(digest["tree_size"])
+    kept = log.goldtrail("verify", "--digest", digest["digest"], "--tree-size", size, "--account", ACCOUNT)
+    assert kept.returncode == 0 and "matches the digest" in kept.stdout, kept.stdout + kept.stderr
+
+    last_covered = log.scalar(
+        "SELECT position FROM log_leaves WHERE account_id = :a AND log_index = :i", a=ACCOUNT, i=digest["tree_size"] - 1
+    )
+    log.tamper("DELETE FROM events WHERE position >= :p", p=last_covered)
+    # The read model is rebuilt so that only the digest can tell: the chains that remain are intact.
+    log.tamper("DELETE FROM gold_labels")
+    assert log.goldtrail("rebuild").returncode == 0
+    plain = log.goldtrail("verify")
+    assert plain.returncode == 0, "without the digest, a clean cut at the end is invisible to the chains"
+    caught = log.goldtrail("verify", "--digest", digest["digest"], "--tree-size", size, "--account", ACCOUNT)
+    assert caught.returncode == 1 and "BAD digest" in caught.stdout, caught.stdout
+
+
+def test_verify_with_an_older_digest_at_a_position_catches_deletion_of_the_newest_events(log):
+    """Digests kept before the log had indexes name a global position: they are still checked."""
+    log.write()
+    log.digest_of_everything()
+    newest = log.scalar("SELECT max(position) FROM events")
+    digest = log.digest_of_everything(position=str(newest))
+    assert digest["position"] == newest
+    log.write(labels=1, updates=0)
     kept = log.goldtrail(
         "verify", "--digest", digest["digest"], "--position", str(digest["position"]), "--account", ACCOUNT
     )
@@ -189,12 +215,12 @@ def test_verify_with_an_earlier_digest_catches_deletion_of_the_newest_events(log
     assert newest > digest["position"]
 
 
-def test_verify_with_a_digest_catches_a_rewrite_before_its_position(log):
+def test_verify_with_a_digest_catches_a_rewrite_before_its_tree_size(log):
     log.write()
     digest = log.digest_of_everything()
     log.tamper("UPDATE events SET hash = :h WHERE position = 1", h="f" * 64)
     result = log.goldtrail(
-        "verify", "--digest", digest["digest"], "--position", str(digest["position"]), "--account", ACCOUNT
+        "verify", "--digest", digest["digest"], "--tree-size", str(digest["tree_size"]), "--account", ACCOUNT
     )
     assert result.returncode == 1 and "no longer matches the digest" in result.stdout
 
@@ -244,18 +270,34 @@ def test_history_of_an_unknown_label_fails_clearly(log):
     assert result.returncode == 1 and "not found" in result.stderr
 
 
-def test_export_writes_every_event_as_json_lines_and_resumes_after_a_cursor(log):
+def test_export_writes_an_accounts_log_as_json_lines_and_resumes_after_a_cursor(log):
     log.write()
+    log.digest_of_everything()  # every event is in the account's log
     out = log.cwd / "events.jsonl"
-    first = log.goldtrail("export", "--output", str(out))
-    assert first.returncode == 0
+    first = log.goldtrail("export", "--account", ACCOUNT, "--output", str(out))
+    assert first.returncode == 0, first.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(lines) == 9 and [e["position"] for e in lines] == sorted(e["position"] for e in lines)
+    assert [e["log_index"] for e in lines] == list(range(9)) and [e["cursor"] for e in lines][-1] == "9"
     assert lines[0]["type"] == "GoldLabelCreated" and lines[0]["data"]["text_value"] == "v0 of 0"
+    assert json.loads(lines[0]["payload"]) == lines[0]["data"] and lines[0]["chain"] == 2
     log.write(labels=1, updates=0)
-    more = log.goldtrail("export", "--after", lines[-1]["cursor"])
+    log.digest_of_everything()
+    more = log.goldtrail("export", "--account", ACCOUNT, "--after", lines[-1]["cursor"])
     assert [json.loads(line)["label_id"] for line in more.stdout.splitlines()] == [log.labels[-1]]
-    assert f"resume with --after {json.loads(more.stdout)['cursor']}" in more.stderr
+    assert "resume with --after 10" in more.stderr
+
+
+def test_export_of_the_whole_log_is_every_account_in_feed_order(log):
+    log.write()
+    log.client.post(f"/v1/run/{log.run_id}/gold-labels", json={"output_resource_name": "x"}, headers=auth("other"))
+    first = log.goldtrail("export")
+    assert first.returncode == 0, first.stderr
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    assert len(lines) == 10
+    cursors = [tuple(map(int, e["cursor"].split("-"))) for e in lines]
+    assert cursors == sorted(cursors)
+    more = log.goldtrail("export", "--after", lines[-2]["cursor"])
+    assert [json.loads(line)["cursor"] for line in more.stdout.splitlines()] == [lines[-1]["cursor"]]
 
 
 def test_export_of_another_account_is_empty(log):

@@ -40,9 +40,7 @@ def send_and_read(client, object_json: bytes) -> list[bytes]:
     return [
         created.content,
         client.get(label_url(run_id, label_id), headers=auth()).content,
-        client.put(
-            label_url(run_id, label_id), content=b'{"object_value_is_partial": true}', headers=headers
-        ).content,
+        client.put(label_url(run_id, label_id), content=b'{"object_value_is_partial": true}', headers=headers).content,
         client.get(labels_url(run_id), headers=auth()).content,
     ]
 
@@ -74,26 +72,18 @@ def test_only_insignificant_whitespace_is_dropped(client):
 @pytest.mark.parametrize("nested", [b'{"k": 1, "k": 2}', b'{"a": [{"x": 1, "y": 2, "x": "\\u0000"}]}'])
 def test_a_key_twice_in_one_object_is_400(client, run_id, nested):
     body = b'{"output_resource_name": "o", "object_value": ' + nested + b"}"
-    response = client.post(
-        labels_url(run_id), content=body, headers={**auth(), "Content-Type": "application/json"}
-    )
+    response = client.post(labels_url(run_id), content=body, headers={**auth(), "Content-Type": "application/json"})
     assert response.status_code == 400 and "twice" in response.json()["error"]
 
 
 def test_integer_beyond_the_parsers_digit_limit_is_400_not_500(client, run_id):
     body = b'{"output_resource_name": "o", "object_value": {"n": ' + b"9" * 5000 + b"}}"
-    response = client.post(
-        labels_url(run_id), content=body, headers={**auth(), "Content-Type": "application/json"}
-    )
+    response = client.post(labels_url(run_id), content=body, headers={**auth(), "Content-Type": "application/json"})
     assert response.status_code == 400 and "object_value" in response.json()["error"]
 
 
 def test_long_text_values_round_trip(client, run_id):
     value = "α" * 100_000
-    created = client.post(
-        labels_url(run_id), json={"output_resource_name": "o", "text_value": value}, headers=auth()
-    )
+    created = client.post(labels_url(run_id), json={"output_resource_name": "o", "text_value": value}, headers=auth())
     assert created.status_code == 201
-    assert client.get(label_url(run_id, created.json()['id']), headers=auth()).json()["text_value"] == (
-        value
-    )
+    assert client.get(label_url(run_id, created.json()["id"]), headers=auth()).json()["text_value"] == (value)

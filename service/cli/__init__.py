@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, SettingsError, dev_checkpoint_key, load_settings
 
 logger = logging.getLogger("goldtrail")
 
@@ -50,6 +50,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from service.http.server import guarded_protocol
     from service.storage.migrate import migrate
 
+    if settings.embedded:
+        dev_checkpoint_key(settings.data_dir)  # once, here, before the workers read it
     TokenVerifier(settings)  # fail now, with a clear message, on an unusable key file
     configure_logging(settings.log_level, settings.log_format)
     revision = migrate(settings.database_url, settings.db_timeout_seconds)
@@ -148,10 +150,14 @@ def _token(settings: Settings, args: argparse.Namespace) -> int:
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
     from service.cli.operations import verify
 
-    if (args.digest is None) != (args.position is None):
-        print("goldtrail: --digest and --position go together", file=sys.stderr)
+    if (args.digest is None) != (args.position is None and args.tree_size is None) or (
+        args.position is not None and args.tree_size is not None
+    ):
+        print("goldtrail: --digest goes with either --tree-size (or, for older digests, --position)", file=sys.stderr)
         return 2
-    return asyncio.run(verify(settings, digest=args.digest, position=args.position, account=args.account))
+    return asyncio.run(
+        verify(settings, digest=args.digest, position=args.position, tree_size=args.tree_size, account=args.account)
+    )
 
 
 def _rebuild(settings: Settings, _args: argparse.Namespace) -> int:
@@ -213,7 +219,8 @@ def _parser() -> argparse.ArgumentParser:
         "verify", help="recompute every hash chain and compare the read model to a full replay"
     )
     verify.add_argument("--digest", help="a digest an auditor kept (GET /v1/audit/digest)")
-    verify.add_argument("--position", type=int, help="the position that digest was taken at")
+    verify.add_argument("--tree-size", type=int, help="the tree size that digest was taken at")
+    verify.add_argument("--position", type=int, help="the position an older digest was taken at")
     verify.add_argument("--account", help="the account the digest belongs to (default: the whole log)")
     verify.set_defaults(run=_verify)
 
@@ -226,11 +233,39 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--account", help="only if the label belongs to this account")
     history.set_defaults(run=_history)
 
-    export = commands.add_parser("export", help="write the events as JSON Lines, in feed order")
-    export.add_argument("--account", help="only this account's events (default: the whole log)")
+    export = commands.add_parser(
+        "export", help="write an account's log as JSON Lines, in log order (what verify-log checks)"
+    )
+    export.add_argument("--account", help="this account's log (default: every account's events, in feed order)")
     export.add_argument("--after", help="a cursor: export only what came after it")
     export.add_argument("--output", type=Path, help="a file to write (default: standard output)")
     export.set_defaults(run=_export)
+    keys = commands.add_parser("keys", help="generate a signing key for checkpoints (or, --witness, cosignatures)")
+    keys.add_argument("action", choices=["generate"])
+    keys.add_argument("--name", required=True, help="the key name: the log's name, e.g. goldtrail.example.com/labels")
+    keys.add_argument("--output", type=Path, required=True, help="the private key file to write (mode 0600)")
+    keys.add_argument("--witness", action="store_true", help="a witness's cosigning key")
+
+    verify_log = commands.add_parser(
+        "verify-log", help="check an exported account log against a signed checkpoint, offline"
+    )
+    verify_log.add_argument("export", type=Path, help="the output of `goldtrail export --account A` or the NDJSON feed")
+    verify_log.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint (GET /v1/audit/checkpoint)")
+    verify_log.add_argument("--key", required=True, help="the log's verifier key (GET /v1/audit/key), or its file")
+    verify_log.add_argument("--account", help="the account the checkpoint must be of")
+
+    verify_proof = commands.add_parser("verify-proof", help="check a label version's proof bundle, offline")
+    verify_proof.add_argument("bundle", type=Path, help="GET /v1/run/{run}/gold-label/{id}/proof?version=V")
+    verify_proof.add_argument("--key", required=True, help="the log's verifier key (GET /v1/audit/key), or its file")
+
+    witness = commands.add_parser(
+        "witness", help="check that an account's log only grew since the last checkpoint seen, and cosign it"
+    )
+    witness.add_argument("--url", required=True, help="the goldtrail service, e.g. https://goldtrail.example.com")
+    witness.add_argument("--token", help="a token of the account with audit:witness (or GOLDTRAIL_WITNESS_TOKEN)")
+    witness.add_argument("--witness-key", type=Path, required=True, help="this witness's private key file")
+    witness.add_argument("--log-key", required=True, help="the log's verifier key, or its file")
+    witness.add_argument("--state", type=Path, required=True, help="where the last cosigned checkpoint is kept")
     return parser
 
 
@@ -242,6 +277,34 @@ _NEEDS_CURRENT_SCHEMA = {"verify", "rebuild", "history", "export"}
 _NO_TOKEN_KEY = {"migrate", *_NEEDS_CURRENT_SCHEMA}
 
 
+# The verifiable log's commands that need no database and no settings (service.cli.transparency).
+_OFFLINE = {"keys", "verify-log", "verify-proof", "witness"}
+
+
+def _offline(args: argparse.Namespace) -> int:
+    from events.note import NoteError
+    from service.cli import transparency
+
+    try:
+        if args.command == "keys":
+            return transparency.generate(args.name, args.output, args.witness)
+        if args.command == "verify-log":
+            return transparency.check_log(args.export, args.checkpoint, _key(args.key), args.account)
+        if args.command == "verify-proof":
+            return transparency.check_bundle(args.bundle, _key(args.key))
+        token = args.token or os.environ.get("GOLDTRAIL_WITNESS_TOKEN", "")
+        return transparency.witness(args.url, token, args.witness_key, _key(args.log_key), args.state)
+    except (OSError, NoteError) as error:
+        print(f"goldtrail: {error}", file=sys.stderr)
+        return 2
+
+
+def _key(given: str) -> str:
+    """A verifier key given as its text, or as a file holding it."""
+    path = Path(given)
+    return path.read_text().strip() if "+" not in given and path.is_file() else given
+
+
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -249,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     from service.storage.migrate import SchemaOutOfDate, require_current_schema
 
     args = _parser().parse_args(argv)
+    if args.command in _OFFLINE:
+        return _offline(args)
     try:
         settings = load_settings(require_token_key=args.command not in _NO_TOKEN_KEY)
         if args.command in _NEEDS_CURRENT_SCHEMA:

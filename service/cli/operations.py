@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
 import msgspec
 
-from events.feed import FeedPoint
+from events.feed import FeedPoint, parse_cursor
 from events.types import format_time
 from projections.history import history
 from projections.replay import BATCH_SIZE, Problem, compare_read_model, replay
 from service.http.views import encode, feed_event
 from service.settings import Settings
 from service.storage.database import Database
-from service.usecases.audit import digest_at, feed_stream
+from service.usecases.audit import digest_at, feed_stream, whole_feed
 
 
 class ProgressBar:
@@ -54,7 +55,13 @@ def _report(problems: list[Problem], out: TextIO) -> None:
 
 
 async def verify(
-    settings: Settings, *, digest: str | None, position: int | None, account: str | None, out: TextIO = sys.stdout
+    settings: Settings,
+    *,
+    digest: str | None,
+    position: int | None = None,
+    tree_size: int | None = None,
+    account: str | None,
+    out: TextIO = sys.stdout,
 ) -> int:
     db = Database.connect(settings)
     try:
@@ -66,12 +73,15 @@ async def verify(
             bar.finish()
             problems = outcome.problems + await compare_read_model(reads.read_model(BATCH_SIZE), outcome.states)
             digest_problem = None
+            where = f"position {position}" if position is not None else f"tree size {tree_size}"
             if digest is not None:
-                kept = await digest_at(reads, account, position or 0)
-                if kept is None:
+                kept = await digest_at(reads, account, tree_size=tree_size, position=position)
+                if kept is None and position is not None:
                     digest_problem = f"the event at position {position} is gone: events were deleted"
+                elif kept is None:
+                    digest_problem = f"the log holds fewer than {tree_size} entries: entries were deleted"
                 elif kept.digest != digest.lower():
-                    digest_problem = f"the log up to position {position} no longer matches the digest"
+                    digest_problem = f"the log up to {where} no longer matches the digest"
     finally:
         await db.close()
     _report(problems, out)
@@ -81,7 +91,7 @@ async def verify(
     if problems or digest_problem:
         print(f"verify FAILED: {len(problems) + bool(digest_problem)} problem(s) in {checked}", file=out)
         return 1
-    extra = f"; the log up to position {position} matches the digest" if digest is not None else ""
+    extra = f"; the log up to {where} matches the digest" if digest is not None else ""
     print(f"verify OK: {checked}; every hash chain holds and the read model equals a full replay{extra}", file=out)
     return 0
 
@@ -146,20 +156,35 @@ async def print_history(
     return 0
 
 
+async def _account_lines(db: Database, account: str, after: str | None) -> AsyncIterator[tuple[bytes, str]]:
+    cursor = parse_cursor(after)
+    async for event in feed_stream(db, account, cursor):
+        line = feed_event(event)
+        yield encode(line) + b"\n", line.cursor
+
+
+async def _whole_log_lines(db: Database, after: str | None) -> AsyncIterator[tuple[bytes, str]]:
+    async for point, event in whole_feed(db, FeedPoint.parse(after)):
+        yield encode(feed_event(event, point.cursor)) + b"\n", point.cursor
+
+
 async def export(settings: Settings, account: str | None, after: str | None, output: Path | None) -> int:
-    point = FeedPoint.parse(after)
+    """An account's log in log order (what `goldtrail verify-log` checks), or, for no account, every account's
+    events in the global feed order."""
     db = Database.connect(settings)
     handle = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
-    written, last = 0, point
+    written, last = 0, after or ""
     try:
-        async for feed_point, event in feed_stream(db, account, point):
-            handle.write(encode(feed_event(feed_point, event)) + b"\n")
-            written, last = written + 1, feed_point
+        source = _account_lines(db, account, after) if account is not None else _whole_log_lines(db, after)
+        async for line, cursor in source:
+            handle.write(line)
+            written, last = written + 1, cursor
     finally:
         await db.close()
         if output:
             handle.close()
         else:
             handle.flush()
-    print(f"exported {written:,} event(s); resume with --after {last.cursor}", file=sys.stderr)
+    resume = f"; resume with --after {last}" if last else ""
+    print(f"exported {written:,} event(s){resume}", file=sys.stderr)
     return 0

@@ -20,11 +20,13 @@ from service.http.docs_page import SwaggerUIPage, docs_router
 from service.http.errors import EXCEPTION_HANDLERS
 from service.http.health import healthz, readyz
 from service.http.labels import LABEL_ROUTES
+from service.http.log import LOG_ROUTES
 from service.http.request_log import configure_logging, logged
 from service.http.server import head_bytes, refuse_oversized_head
 from service.metrics import MetricsController
-from service.settings import Settings, load_settings
+from service.settings import Settings, dev_checkpoint_key, load_settings
 from service.storage.database import Database
+from service.usecases.log import Integrator, LogSigner
 
 
 class GoldtrailApp(Litestar):
@@ -68,7 +70,7 @@ def _v1() -> Router:
     """Every /v1 route, with bearer auth on all of them."""
     return Router(
         path="/v1",
-        route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES],
+        route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES, *LOG_ROUTES],
         middleware=[DefineMiddleware(BearerAuthMiddleware)],
     )
 
@@ -85,10 +87,13 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         app.state.db = Database.connect(settings)
+        integrator = Integrator(app.state.db, app.state.log_signer)
+        integrator.start()
         _settle_garbage_collector()
         try:
             yield
         finally:
+            await integrator.stop()
             await app.state.db.close()
 
     app = GoldtrailApp(
@@ -112,6 +117,10 @@ def create_app(settings: Settings) -> Litestar:
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
+    key = settings.checkpoint_key_file
+    if settings.embedded and key is not None:
+        dev_checkpoint_key(settings.data_dir)
+    app.state.log_signer = None if key is None else LogSigner(key.read_text())
     return app
 
 

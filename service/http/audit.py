@@ -8,7 +8,8 @@ from litestar import Request, Response, get
 from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
-from events.feed import BadCursor, FeedPoint
+from events.feed import BadCursor, parse_cursor
+from events.types import RecordedEvent
 from service.http import openapi
 from service.http.auth import AUDIT, requires
 from service.http.input import canonical_uuid, database, parse_count
@@ -41,33 +42,41 @@ async def events_feed(
 ) -> Response:
     db = database(request)
     try:
-        point = FeedPoint.parse(after)
+        cursor = parse_cursor(after)
     except BadCursor as error:
         raise InvalidInput(f"after: {error}", "after") from None
     if NDJSON in request.headers.get("accept", ""):
-        events = audit.feed_stream(db, request.user.account, point)
+        events = audit.feed_stream(db, request.user.account, cursor)
         # Reach the database before answering 200, so an outage is a 503 and not a cut-off stream.
         first = await db.within_time_limit(lambda _deadline: anext(events, None))
         return Stream(_lines(first, events), media_type=NDJSON)
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    page, next_cursor = await audit.feed_page(db, request.user.account, point, size)
-    events = [feed_event(*item) for item in page]
-    return Response(content=encode(FeedPage(events=events, next=next_cursor)), media_type="application/json")
+    page, next_cursor = await audit.feed_page(db, request.user.account, cursor, size)
+    events = [feed_event(event) for event in page]
+    return Response(content=encode(FeedPage(events=events, next=str(next_cursor))), media_type="application/json")
 
 
-async def _lines(first: audit.FeedItem | None, rest: AsyncIterator[audit.FeedItem]) -> AsyncIterator[bytes]:
+async def _lines(first: RecordedEvent | None, rest: AsyncIterator[RecordedEvent]) -> AsyncIterator[bytes]:
     if first is None:
         return
-    yield encode(feed_event(*first)) + b"\n"
-    async for item in rest:
-        yield encode(feed_event(*item)) + b"\n"
+    yield encode(feed_event(first)) + b"\n"
+    async for event in rest:
+        yield encode(feed_event(event)) + b"\n"
 
 
 @get("/audit/digest", operation_id="getLogDigest", operation_class=openapi.DIGEST, guards=[requires(AUDIT)])
-async def log_digest(request: Request, position: FromQuery[str | None] = None) -> Response[bytes]:
+async def log_digest(
+    request: Request, tree_size: FromQuery[str | None] = None, position: FromQuery[str | None] = None
+) -> Response[bytes]:
     db = database(request)
-    wanted = parse_count(position, "position", minimum=0)
-    digest = await audit.log_digest(db, request.user.account, wanted)
+    if tree_size is not None and position is not None:
+        raise InvalidInput("ask for tree_size or position, not both")
+    digest = await audit.log_digest(
+        db,
+        request.user.account,
+        tree_size=parse_count(tree_size, "tree_size", minimum=0),
+        position=parse_count(position, "position", minimum=0),
+    )
     return Response(content=encode(digest), media_type="application/json")
 
 

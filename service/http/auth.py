@@ -27,6 +27,8 @@ from service.settings import Settings, SettingsError
 READ = "gold_labels:read"
 WRITE = "gold_labels:write"
 AUDIT = "audit:read"
+# A witness hands back its cosignatures of the account's checkpoints (and reads what audit:read reads of the log).
+WITNESS = "audit:witness"
 # A token that names no scopes at all may use the documented API, but never the audit routes.
 DEFAULT_SCOPES = frozenset({READ, WRITE})
 MAX_IDENTITY_LENGTH = 255

@@ -12,10 +12,11 @@ from service.http.request_log import request_id_of
 from service.http.views import Uuid, encode, etag
 from service.storage.errors import DatabaseReadOnly, DatabaseUnavailable
 from service.storage.writes import KeptLosing
-from service.usecases.audit import PositionNotFound
+from service.usecases.audit import PositionNotFound, TreeSizeNotReached
 from service.usecases.commands import InvalidInput
 from service.usecases.idempotency import IdempotencyKeyReused, IdempotentReplay
 from service.usecases.labels import DuplicateLabel, LabelNotFound, RunNotFound, VersionMismatch
+from service.usecases.log import CosignatureRefused, NoCheckpointKey, NotInLog
 
 logger = logging.getLogger("goldtrail.errors")
 
@@ -61,6 +62,10 @@ def _http_error(request: Request, error: HTTPException) -> Response:
 
 def _invalid_body(_request: Request, error: InvalidInput) -> Response:
     return error_response(400, str(error), field=error.field)
+
+
+def _bad_request(_request: Request, error: Exception) -> Response:
+    return error_response(400, str(error))
 
 
 def _duplicate(_request: Request, error: DuplicateLabel) -> Response:
@@ -116,6 +121,10 @@ EXCEPTION_HANDLERS = {
     LabelNotFound: _not_found,
     RunNotFound: _not_found,
     PositionNotFound: _not_found,
+    TreeSizeNotReached: _not_found,
+    NotInLog: _not_found,
+    NoCheckpointKey: _not_found,
+    CosignatureRefused: _bad_request,
     VersionMismatch: _version_mismatch,
     DatabaseUnavailable: _unavailable,
     KeptLosing: _kept_losing,

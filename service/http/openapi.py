@@ -14,6 +14,7 @@ from service.http.errors import Error
 from service.http.views import FeedPage, HistoryEntry, RunGoldLabel, Status
 from service.usecases.audit import Digest
 from service.usecases.commands import LabelPatch, NewLabel
+from service.usecases.log import ConsistencyProof, Cosignature, InclusionProof
 
 REF = "#/components/schemas/{name}"
 SCHEMAS: dict[str, dict[str, Any]] = {}  # every Struct a route names, by name, as components/schemas serves it
@@ -41,10 +42,15 @@ UUID = {"type": "string", "format": "uuid"}
 # What the handlers accept in the query string (they parse these themselves, strictly).
 QUERY = {
     "as_of": {"type": "string", "format": "date-time"},
-    "version": {"type": "integer", "minimum": 1},
+    "version": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
     "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
     "position": {"type": "integer", "minimum": 0},
-    "after": {"type": "string", "pattern": "^([0-9]{1,19}-[0-9]{1,18})?$"},  # empty: from the start
+    "tree_size": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    "log_index": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    "from": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    "to": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+    # entries read so far, or an older "<tx>-<position>" cursor; empty: from the start
+    "after": {"type": "string", "pattern": "^([0-9]{1,19}|[0-9]{1,19}-[0-9]{1,19})?$"},
 }
 _ERRORS = {
     400: "The request is malformed; the error names the field",
@@ -58,6 +64,7 @@ _ERRORS = {
     422: "The Idempotency-Key was used for a different request",
     503: "The database is unavailable; retry after Retry-After seconds",
 }
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
 
 
 def _json(python_type: Any) -> dict[str, Any]:
@@ -65,12 +72,17 @@ def _json(python_type: Any) -> dict[str, Any]:
 
 
 def described(
-    success: int, answer: Any, errors: tuple[int, ...], body: Any = None, *, public: bool = False
+    success: int,
+    answer: Any,
+    errors: tuple[int, ...],
+    body: Any = None,
+    *,
+    public: bool = False,
+    required: tuple[str, ...] = (),
 ) -> type[spec.Operation]:
     """An Operation class that documents a route's body, its answer and its errors (given as Python types)."""
-    responses: dict[str, Any] = {
-        str(success): {"description": "Success", **({"content": _json(answer)} if answer else {})}
-    }
+    content = _TEXT if answer is str else _json(answer) if answer else None
+    responses: dict[str, Any] = {str(success): {"description": "Success", **({"content": content} if content else {})}}
     for status in (*errors, *(() if public else (401, 503))):
         responses[str(status)] = {"description": _ERRORS[status], "content": _json(Error)}
     request_body = None if body is None else {"required": True, "content": _json(body)}
@@ -86,6 +98,8 @@ def described(
                     parameter.schema = UUID  # type: ignore[union-attr]
                 elif parameter.name in QUERY:
                     parameter.schema = QUERY[parameter.name]  # type: ignore[union-attr]
+                    # The handler parses them itself (its errors name the parameter), so it takes them optional.
+                    parameter.required = parameter.name in required
             if request_body is not None:
                 self.request_body = request_body  # type: ignore[assignment]
 
@@ -102,3 +116,11 @@ FEED = described(200, FeedPage, (400, 403))
 DIGEST = described(200, Digest, (400, 403, 404))
 HEALTH = described(200, Status, (), public=True)
 READINESS = described(200, Status, (503,), public=True)
+
+# The verifiable log (service/http/log.py)
+CHECKPOINT = described(200, str, (400, 403, 404))
+LOG_KEY = described(200, str, (403, 404))
+INCLUSION = described(200, InclusionProof, (400, 403, 404), required=("log_index", "tree_size"))
+CONSISTENCY = described(200, ConsistencyProof, (400, 403, 404), required=("from", "to"))
+COSIGNATURE = described(204, None, (400, 403, 404, 415), Cosignature)
+PROOF_BUNDLE = described(200, dict, (400, 403, 404), required=("version",))

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import msgspec
 
-from events.feed import FeedPoint
 from events.types import NULL, RecordedEvent, format_time
 from projections.fold import LabelState
 from projections.history import Step
@@ -55,15 +54,16 @@ class HistoryEntry(msgspec.Struct, frozen=True):
     reason: str | None
     changes: dict[str, Change]
     state: RunGoldLabel | None
-    position: int
+    log_index: int | None  # the event's index in the account's log; null until integrated (within a second)
     hash: str
 
 
 class FeedEvent(msgspec.Struct, frozen=True):
-    """One event of the account's log, in feed order, with its place in the hash chain."""
+    """One event of the account's log, in log order, with its place in the hash chain and in the log: the
+    line `goldtrail verify-log` checks (the payload is the exact stored text the chain hash covers)."""
 
     cursor: str
-    position: int
+    log_index: int | None
     label_id: Uuid
     run_id: Uuid
     version: Version
@@ -75,6 +75,8 @@ class FeedEvent(msgspec.Struct, frozen=True):
     data: Annotated[Any, msgspec.Meta(extra_json_schema={"type": "object"})]
     prev_hash: str
     hash: str
+    chain: int
+    payload: str
 
 
 class FeedPage(msgspec.Struct, frozen=True):
@@ -145,15 +147,18 @@ def history_entry(step: Step) -> HistoryEntry:
         reason=event.reason,
         changes={name: Change(_shown(before), _shown(after)) for name, (before, after) in step.changes.items()},
         state=None if step.after is None else run_gold_label(step.after),
-        position=event.position,
+        log_index=event.log_index,
         hash=event.hash,
     )
 
 
-def feed_event(point: FeedPoint, event: RecordedEvent) -> FeedEvent:
+def feed_event(event: RecordedEvent, cursor: str | None = None) -> FeedEvent:
+    """An event as the feed and exports show it; its cursor resumes after it (the log's next index)."""
+    if cursor is None:
+        cursor = "" if event.log_index is None else str(event.log_index + 1)
     return FeedEvent(
-        cursor=point.cursor,
-        position=event.position,
+        cursor=cursor,
+        log_index=event.log_index,
         label_id=event.stream_id,
         run_id=event.run_id,
         version=event.version,
@@ -165,4 +170,6 @@ def feed_event(point: FeedPoint, event: RecordedEvent) -> FeedEvent:
         data=event.data,
         prev_hash=event.prev_hash,
         hash=event.hash,
+        chain=event.chain,
+        payload=event.payload,
     )

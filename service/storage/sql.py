@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from events.chain import seal
+from events.chain import CHAIN_FORMAT, seal
 from events.feed import START, FeedPoint
 from events.types import PendingEvent, RecordedEvent, SealedEvent
 from projections.fold import LabelState
@@ -27,8 +27,8 @@ _EVENT_COLUMNS = ", ".join(EVENT_FIELDS)
 
 APPEND = (
     "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id,"
-    " reason, prev_hash, hash) VALUES (:account_id, :stream_id, :version, :run_id, :type, :data, :actor,"
-    " :recorded_at, :request_id, :reason, :prev_hash, :hash)"
+    " reason, prev_hash, hash, chain) VALUES (:account_id, :stream_id, :version, :run_id, :type, :data, :actor,"
+    " :recorded_at, :request_id, :reason, :prev_hash, :hash, :chain)"
 )
 LABEL = f"SELECT {_LABEL_COLUMNS} FROM gold_labels WHERE account_id = :account_id AND id = :id"
 INSERT_LABEL = f"INSERT INTO gold_labels ({_LABEL_COLUMNS}) VALUES ({', '.join(':' + f for f in LABEL_FIELDS)})"
@@ -292,7 +292,8 @@ class Reads:
         """Every event as a replay checks it (EventRow), in position order, `batch_size` at a time."""
         sql = (
             "SELECT position, account_id, stream_id, version, run_id, type, data, actor, "
-            f"{self.TIME_TEXT}, request_id, reason, prev_hash, hash, {self.FEED_TX} FROM events ORDER BY position"
+            f"{self.TIME_TEXT}, request_id, reason, prev_hash, hash, {self.FEED_TX}, chain"
+            " FROM events ORDER BY position"
         )
         return self._batches(sql, {}, batch_size)
 
@@ -440,6 +441,7 @@ class LabelWrites:
                 "reason": event.reason,
                 "prev_hash": event.prev_hash,
                 "hash": digest,
+                "chain": CHAIN_FORMAT,
             },
         )
         sealed = SealedEvent(**msgspec.structs.asdict(event), hash=digest)

@@ -20,14 +20,15 @@ from service.storage.sql import Reads
 from service.usecases.labels import LabelNotFound, RunNotFound, live_in_run
 
 MAX_POSITION = 2**63 - 1  # positions are signed 64-bit integers in both databases
-FeedItem = tuple[FeedPoint, RecordedEvent]
 
 
-class Digest(msgspec.Struct, frozen=True):
-    """The digest of an account's log up to and including the event at `position` (0: the empty log)."""
+class Digest(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The digest of an account's log: of its first `tree_size` entries, or (the older form, for digests
+    kept before the log had indexes) of its events up to and including the one at `position`."""
 
-    position: Annotated[int, msgspec.Meta(ge=0)]
     digest: str
+    tree_size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    position: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
 class PositionNotFound(Exception):
@@ -35,8 +36,13 @@ class PositionNotFound(Exception):
         super().__init__(f"no event at position {position} in this account's log")
 
 
+class TreeSizeNotReached(Exception):
+    def __init__(self, size: int, current: int) -> None:
+        super().__init__(f"this account's log holds {current} entries, not {size} (yet)")
+
+
 async def _stream_of(db: Database, account_id: str, run_id: str, label_id: str) -> list[RecordedEvent]:
-    stream = await db.run_read(lambda reads: reads.stream(account_id, label_id))
+    stream = await db.run_read(lambda reads: reads.stream_with_index(account_id, label_id))
     if not stream or stream[0].run_id != run_id:
         raise LabelNotFound(run_id, label_id)
     return stream
@@ -72,25 +78,61 @@ async def run_as_of(db: Database, account_id: str, run_id: str, at: datetime) ->
     return sorted((s for s in states.values() if not s.deleted), key=lambda s: (s.created_at, s.id))
 
 
-async def feed_page(db: Database, account_id: str | None, after: FeedPoint, limit: int) -> tuple[list[FeedItem], str]:
-    """A page of the feed and the cursor to ask for the next one (the same cursor when nothing is new)."""
-    page = await db.run_read(lambda reads: reads.feed_page(account_id, after, limit))
-    return page, (page[-1][0] if page else after).cursor
+async def _start(reads: Reads, account_id: str, cursor: int | FeedPoint) -> int:
+    return cursor if isinstance(cursor, int) else await reads.first_index_after(account_id, cursor)
 
 
-async def feed_stream(db: Database, account_id: str | None, after: FeedPoint) -> AsyncIterator[FeedItem]:
-    """Every event after the cursor, in feed order. An export runs as long as the log is long: no time limit."""
+async def feed_page(
+    db: Database, account_id: str, cursor: int | FeedPoint, limit: int
+) -> tuple[list[RecordedEvent], int]:
+    """A page of the account's log from the cursor (events.feed.parse_cursor), and the cursor of the next
+    page: the number of entries read (the same cursor when nothing is new)."""
+
+    async def page(reads: Reads) -> tuple[list[RecordedEvent], int]:
+        start = await _start(reads, account_id, cursor)
+        events = await reads.log_page(account_id, start, limit)
+        return events, (events[-1].log_index + 1 if events else start)
+
+    return await db.run_read(page)
+
+
+async def feed_stream(db: Database, account_id: str, cursor: int | FeedPoint) -> AsyncIterator[RecordedEvent]:
+    """Every entry of the account's log from the cursor, in log order. An export runs as long as the log is
+    long: no time limit."""
     async with db.read() as reads:
-        async for item in reads.feed(account_id, after):
+        start = await _start(reads, account_id, cursor)
+        async for event in reads.log_events(account_id, start):
+            yield event
+
+
+async def whole_feed(db: Database, after: FeedPoint) -> AsyncIterator[tuple[FeedPoint, RecordedEvent]]:
+    """For operators: every account's events after the cursor, in the global feed order."""
+    async with db.read() as reads:
+        async for item in reads.feed(None, after):
             yield item
 
 
-async def digest_at(reads: Reads, account_id: str | None, position: int | None) -> Digest | None:
-    """The digest of the log up to the event at `position` (the newest final event when None; the empty log
-    at 0), or None when there is no such event (it may have been removed)."""
+async def _log_hashes(reads: Reads, account_id: str, size: int) -> AsyncIterator[tuple[int, str]]:
+    async for event in reads.log_events(account_id, 0):
+        if event.log_index >= size:
+            return
+        yield event.log_index, event.hash
+
+
+async def digest_at(
+    reads: Reads, account_id: str | None, *, tree_size: int | None = None, position: int | None = None
+) -> Digest | None:
+    """The digest of the account's log: of its first `tree_size` entries (all of them when neither is given),
+    or, the older form, of its events up to the one at `position` (0: the empty log). None when the log is
+    not that long, or no such event is there (it may have been removed)."""
     if position is None:
-        point = await reads.newest_point(account_id) or FeedPoint(0, 0)
-    elif position == 0:
+        head = await reads.log_head(account_id)
+        current = 0 if head is None else head[0]
+        size = current if tree_size is None else tree_size
+        if size > current:
+            return None
+        return Digest(tree_size=size, digest=await feed.digest(_log_hashes(reads, account_id, size)))
+    if position == 0:
         point = FeedPoint(0, 0)
     elif position > MAX_POSITION:
         return None
@@ -101,8 +143,11 @@ async def digest_at(reads: Reads, account_id: str | None, position: int | None) 
     return Digest(position=point.position, digest=await feed.digest(reads.feed_hashes(account_id, point)))
 
 
-async def log_digest(db: Database, account_id: str, position: int | None) -> Digest:
-    found = await db.run_read(lambda reads: digest_at(reads, account_id, position))
+async def log_digest(db: Database, account_id: str, *, tree_size: int | None, position: int | None) -> Digest:
+    found = await db.run_read(lambda reads: digest_at(reads, account_id, tree_size=tree_size, position=position))
     if found is None:
-        raise PositionNotFound(position)
+        if position is not None:
+            raise PositionNotFound(position)
+        head = await db.run_read(lambda reads: reads.log_head(account_id))
+        raise TreeSizeNotReached(tree_size, 0 if head is None else head[0])
     return found
