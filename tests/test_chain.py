@@ -7,8 +7,10 @@ import hashlib
 from datetime import UTC, datetime
 
 import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
 
-from events import canonical
+from events import canonical, chain
 from events.chain import CHAIN_FORMAT, chain_hash, hash_fields, seal
 from events.types import GENESIS_HASH, GoldLabelCreated, GoldLabelUpdated, PendingEvent, format_time
 
@@ -86,3 +88,20 @@ def test_the_stored_text_of_an_event_hashes_as_its_sealed_bytes():
         data, sealed = seal(event)
         fields, rest = _parts(event)
         assert chain_hash(2, *fields, data.decode(), *rest) == chain_hash(2, *fields, data, *rest) == sealed
+
+
+text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+
+
+@given(
+    fields=st.tuples(text, text, st.integers(1, 2**31), text, text, text, text, text, text),
+    reason=st.none() | text,
+    payload=st.binary(max_size=64),
+)
+def test_the_services_format_2_hash_is_the_standard_library_one_an_auditor_recomputes(fields, reason, payload):
+    account, stream, version, run, event_type, actor, recorded_at, request_id, prev = fields
+    digest = hashlib.sha256(payload).hexdigest()
+    args = (account, stream, version, run, event_type, digest, actor, recorded_at, request_id, reason, prev)
+    assert chain.hash_fields_v2(*args) == canonical.hash_fields_v2(*args)
+    assert chain.chain_hash(2, account, stream, version, run, event_type, payload, actor, recorded_at, request_id,
+                            reason, prev) == canonical.hash_fields_v2(*args)  # fmt: skip
