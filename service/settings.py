@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     checkpoint_key_file: Path | None = None
     # Verifier keys of the witnesses whose cosignatures the service keeps and serves with its checkpoints.
     witness_keys: tuple[str, ...] = ()
+    # Whether this process integrates committed events into the verifiable log (one process at a time does;
+    # "off" leaves it to the others, e.g. to dedicated integrator processes).
+    integrator: str = "on"
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
 
@@ -278,4 +281,5 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         metrics_host=_text(env, "metrics_host"),
         checkpoint_key_file=_checkpoint_key(env, data_dir, embedded),
         witness_keys=_witness_keys(env),
+        integrator=_choice(env, "integrator", ("on", "off")),
     )

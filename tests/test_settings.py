@@ -38,6 +38,7 @@ SET_VALUES = [
     ("keep_alive_seconds", "0.5", 0.5),
     ("metrics_port", "9464", 9464),
     ("metrics_host", "0.0.0.0", "0.0.0.0"),
+    ("integrator", "OFF", "off"),
 ]
 
 

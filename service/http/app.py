@@ -88,7 +88,8 @@ def create_app(settings: Settings) -> Litestar:
     async def database(app: Litestar) -> AsyncIterator[None]:
         app.state.db = Database.connect(settings)
         integrator = Integrator(app.state.db, app.state.log_signer)
-        integrator.start()
+        if settings.integrator == "on":
+            integrator.start()
         _settle_garbage_collector()
         try:
             yield

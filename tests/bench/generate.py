@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import sqlalchemy as sa
 
-from events.chain import seal
+from events.chain import CHAIN_FORMAT, seal
 from events.types import GENESIS_HASH, GoldLabelCreated, GoldLabelUpdated, PendingEvent, format_time
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,6 +55,8 @@ def label_events(
 
 
 COLUMNS = "account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id, reason, prev_hash, hash"
+# Events sealed by events.chain.seal carry its chain format; the bulk rows below hash in format 1 (the default).
+SEALED_COLUMNS = f"{COLUMNS}, chain"
 
 
 def _row(event: PendingEvent, payload: bytes, digest: str) -> tuple:
@@ -71,6 +73,7 @@ def _row(event: PendingEvent, payload: bytes, digest: str) -> tuple:
         event.reason,
         event.prev_hash,
         digest,
+        CHAIN_FORMAT,
     )
 
 
@@ -83,7 +86,7 @@ def insert_events(database_url: str, rows: Iterator[tuple[PendingEvent, bytes, s
         with (
             psycopg.connect(dsn) as conn,
             conn.cursor() as cursor,
-            cursor.copy(f"COPY events ({COLUMNS}) FROM STDIN") as copy,
+            cursor.copy(f"COPY events ({SEALED_COLUMNS}) FROM STDIN") as copy,
         ):
             for event, payload, digest in rows:
                 copy.write_row(_row(event, payload, digest))
@@ -96,10 +99,10 @@ def insert_events(database_url: str, rows: Iterator[tuple[PendingEvent, bytes, s
             row[7] = event.recorded_at.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite DATETIME text
             batch.append(row)
             if len(batch) == 10_000:
-                conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES ({','.join('?' * 12)})", batch)
+                conn.executemany(f"INSERT INTO events ({SEALED_COLUMNS}) VALUES ({','.join('?' * 13)})", batch)
                 count += len(batch)
                 batch = []
-        conn.executemany(f"INSERT INTO events ({COLUMNS}) VALUES ({','.join('?' * 12)})", batch)
+        conn.executemany(f"INSERT INTO events ({SEALED_COLUMNS}) VALUES ({','.join('?' * 13)})", batch)
         count += len(batch)
     return count
 
