@@ -289,6 +289,16 @@ class PostgresIntegration(PostgresReads, Integration):
             async with self.connection.cursor() as cursor:
                 await cursor.executemany(_psycopg(sql), rows)
 
+    async def add_leaves(self, leaves: list[tuple[str, int, int]]) -> None:
+        # One statement for the whole batch: a statement per leaf costs the integrator most of its time.
+        if leaves:
+            accounts, indexes, positions = (list(column) for column in zip(*leaves, strict=True))
+            await self.connection.execute(
+                "INSERT INTO log_leaves (account_id, log_index, position)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])",
+                (accounts, indexes, positions),
+            )
+
 
 # Writes ---------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import audit, scale, serving, writes
+from tests.bench import audit, log, scale, serving, writes
 from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "history": audit.long_history,
     "feed-under-writers": audit.feed_under_writers,
     "scale": scale.put_at_scale,
+    "log": log.verifiable_log,
 }
 
 
