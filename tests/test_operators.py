@@ -47,16 +47,17 @@ class Log:
     def goldtrail(self, *args: str):
         return run_goldtrail(self.env, *args, cwd=self.cwd)
 
-    def tamper(self, statement: str, **params) -> None:
-        """Run SQL with the append-only triggers switched off, as a superuser could."""
+    def tamper(self, statement: str, table: str = "events", **params) -> None:
+        """Run SQL with the append-only triggers of `table` switched off, as a superuser could."""
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
-                conn.execute(sa.text("ALTER TABLE events DISABLE TRIGGER USER"))
+                conn.execute(sa.text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
                 conn.execute(sa.text(statement), params)
-                conn.execute(sa.text("ALTER TABLE events ENABLE TRIGGER USER"))
+                conn.execute(sa.text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
             else:
                 triggers = conn.execute(
-                    sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'")
+                    sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t"),
+                    {"t": table},
                 ).all()
                 for name, _ in triggers:
                     conn.execute(sa.text(f"DROP TRIGGER {name}"))
@@ -93,6 +94,47 @@ def test_verify_passes_on_an_untouched_log(log):
     result = log.goldtrail("verify")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verify OK: 9 events of 3 labels" in result.stdout
+
+
+def test_verify_checks_every_accounts_log_against_the_events(log):
+    log.write()
+    log.digest_of_everything()  # every event is in the account's log
+    result = log.goldtrail("verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "9 events of 3 labels and 9 log entries" in result.stdout
+
+
+def test_verify_names_a_log_entry_moved_out_of_feed_order(log):
+    log.write()
+    log.digest_of_everything()
+    first = log.scalar("SELECT position FROM log_leaves WHERE account_id = :a AND log_index = 0", a=ACCOUNT)
+    last = log.scalar("SELECT position FROM log_leaves WHERE account_id = :a AND log_index = 8", a=ACCOUNT)
+    log.tamper("DELETE FROM log_leaves WHERE account_id = :a AND log_index IN (0, 8)", "log_leaves", a=ACCOUNT)
+    log.tamper(
+        "INSERT INTO log_leaves (account_id, log_index, position) VALUES (:a, 0, :last), (:a, 8, :first)",
+        "log_leaves",
+        a=ACCOUNT,
+        first=first,
+        last=last,
+    )
+    result = log.goldtrail("verify")
+    assert result.returncode == 1, result.stdout
+    assert f"BAD log of account {ACCOUNT}, log entry 1: the entry comes before the one ahead of it" in result.stdout
+    assert "differs from the one the entries make" in result.stdout  # the stored tree is of the true order
+
+
+def test_verify_names_a_rewritten_tile_and_an_entry_whose_event_is_gone(log):
+    log.write()
+    log.digest_of_everything()
+    log.tamper(
+        "UPDATE log_tiles SET hashes = :h WHERE account_id = :a AND level = 0", "log_tiles", h=b"\0" * 32 * 9, a=ACCOUNT
+    )
+    result = log.goldtrail("verify")
+    assert result.returncode == 1 and "stored tile (0, 0) differs from the one the entries make" in result.stdout
+    position = log.scalar("SELECT position FROM log_leaves WHERE account_id = :a AND log_index = 8", a=ACCOUNT)
+    log.tamper("DELETE FROM events WHERE position = :p", p=position)
+    result = log.goldtrail("verify")
+    assert f"BAD log of account {ACCOUNT}, log entry 8: the entry's event is gone" in result.stdout
 
 
 def test_verify_names_an_event_rewritten_behind_the_triggers(log):
@@ -182,7 +224,10 @@ def test_verify_with_an_earlier_digest_catches_deletion_of_the_newest_events(log
     log.tamper("DELETE FROM gold_labels")
     assert log.goldtrail("rebuild").returncode == 0
     plain = log.goldtrail("verify")
-    assert plain.returncode == 0, "without the digest, a clean cut at the end is invisible to the chains"
+    # The chains alone cannot see a clean cut at the end; the account's log can: its entries point to events
+    # that are gone.
+    assert plain.returncode == 1 and "the entry's event is gone" in plain.stdout, plain.stdout
+    assert "content does not match" not in plain.stdout and "prev_hash" not in plain.stdout
     caught = log.goldtrail("verify", "--digest", digest["digest"], "--tree-size", size, "--account", ACCOUNT)
     assert caught.returncode == 1 and "BAD digest" in caught.stdout, caught.stdout
 
@@ -206,7 +251,7 @@ def test_verify_with_an_older_digest_at_a_position_catches_deletion_of_the_newes
     log.tamper("DELETE FROM gold_labels")
     assert log.goldtrail("rebuild").returncode == 0
     plain = log.goldtrail("verify")
-    assert plain.returncode == 0, "without the digest, a clean cut at the end is invisible"
+    assert plain.returncode == 1 and "the entry's event is gone" in plain.stdout, plain.stdout
     caught = log.goldtrail(
         "verify", "--digest", digest["digest"], "--position", str(digest["position"]), "--account", ACCOUNT
     )

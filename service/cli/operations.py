@@ -19,6 +19,7 @@ from service.http.views import encode, feed_event
 from service.settings import Settings
 from service.storage.database import Database
 from service.usecases.audit import digest_at, feed_stream, whole_feed
+from service.usecases.log import LogSigner, check_log
 
 
 class ProgressBar:
@@ -72,6 +73,10 @@ async def verify(
             outcome = await replay(reads.event_rows(BATCH_SIZE), bar)
             bar.finish()
             problems = outcome.problems + await compare_read_model(reads.read_model(BATCH_SIZE), outcome.states)
+            signer = (
+                None if settings.checkpoint_key_file is None else LogSigner(settings.checkpoint_key_file.read_text())
+            )
+            entries, log_problems = await check_log(reads, signer)
             digest_problem = None
             where = f"position {position}" if position is not None else f"tree size {tree_size}"
             if digest is not None:
@@ -85,14 +90,24 @@ async def verify(
     finally:
         await db.close()
     _report(problems, out)
+    for problem in log_problems:
+        entry = f", log entry {problem.log_index}" if problem.log_index is not None else ""
+        print(f"BAD log of account {problem.account_id}{entry}: {problem.problem}", file=out)
     if digest_problem:
         print(f"BAD digest: {digest_problem}", file=out)
-    checked = f"{outcome.events:,} events of {len(outcome.states):,} labels in {bar.seconds:.1f}s"
-    if problems or digest_problem:
-        print(f"verify FAILED: {len(problems) + bool(digest_problem)} problem(s) in {checked}", file=out)
+    checked = (
+        f"{outcome.events:,} events of {len(outcome.states):,} labels and {entries:,} log entries in {bar.seconds:.1f}s"
+    )
+    found = len(problems) + len(log_problems) + bool(digest_problem)
+    if found:
+        print(f"verify FAILED: {found} problem(s) in {checked}", file=out)
         return 1
     extra = f"; the log up to {where} matches the digest" if digest is not None else ""
-    print(f"verify OK: {checked}; every hash chain holds and the read model equals a full replay{extra}", file=out)
+    print(
+        f"verify OK: {checked}; every hash chain holds, the read model equals a full replay, and every account's"
+        f" log holds its events in feed order under its checkpoints{extra}",
+        file=out,
+    )
     return 0
 
 

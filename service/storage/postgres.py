@@ -174,6 +174,8 @@ class PostgresReads(Reads):
 
     FEED_TX = "tx_id::text::bigint"
     TX_PARAM = "CAST(:tx_id AS xid8)"
+    PROGRESS_TX = "CAST(CAST(p.tx_id AS text) AS xid8)"
+    EVENT_TX = "e.tx_id::text::bigint"
     # Positions are handed out before commit, so the feed only reads transactions older than every one still
     # in flight: below that horizon nothing new can appear (events.feed).
     HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"

@@ -147,6 +147,8 @@ class Reads:
     # and the condition that keeps the feed below the commit horizon (None where every commit is in order).
     FEED_TX = "tx_id"
     TX_PARAM = ":tx_id"
+    PROGRESS_TX = "p.tx_id"  # the integrator's progress (log_progress p) as a transaction id
+    EVENT_TX = "e.tx_id"  # the transaction id of events e, as an integer
     HORIZON: str | None = None
 
     async def _one(self, sql: str, params: dict[str, Any]) -> Row | None:
@@ -366,6 +368,47 @@ class Reads:
             return row[0]
         head = await self.log_head(account_id)
         return 0 if head is None else head[0]
+
+    # Whole-log checks of the verifiable log, for `goldtrail verify` ------------------------------------
+
+    def log_rows(self, batch_size: int) -> AsyncIterator[list[Row]]:
+        """Every log entry with what it points to: (account, log index, the event's chain hash or None when the
+        event is gone, its feed point's transaction id and position), by account and index."""
+        sql = (
+            f"SELECT l.account_id, l.log_index, e.hash, {self.EVENT_TX}, e.position"
+            " FROM log_leaves l LEFT JOIN events e ON e.position = l.position AND e.account_id = l.account_id"
+            " ORDER BY l.account_id, l.log_index"
+        )
+        return self._batches(sql, {}, batch_size)
+
+    async def all_heads(self) -> dict[str, tuple[int, bytes]]:
+        rows = await self._all("SELECT account_id, tree_size, root FROM log_heads", {})
+        return {account_id: (size, bytes(root)) for account_id, size, root in rows}
+
+    async def all_checkpoints(self) -> dict[str, list[tuple[int, bytes, str]]]:
+        """Every published checkpoint: account -> [(tree size, root, signed note)], smallest first."""
+        found: dict[str, list[tuple[int, bytes, str]]] = {}
+        rows = await self._all("SELECT account_id, tree_size, root, note FROM log_checkpoints ORDER BY tree_size", {})
+        for account_id, size, root, signed in rows:
+            found.setdefault(account_id, []).append((size, bytes(root), signed))
+        return found
+
+    async def account_tiles(self, account_id: str) -> dict[tuple[int, int], bytes]:
+        rows = await self._all(
+            "SELECT level, tile_index, hashes FROM log_tiles WHERE account_id = :account_id", {"account_id": account_id}
+        )
+        return {(level, index): bytes(hashes) for level, index, hashes in rows}
+
+    async def never_integrated(self, limit: int = 100) -> list[tuple[str, int]]:
+        """Events the integrator has passed (at or before its progress) that no log entry holds."""
+        sql = (
+            "SELECT e.account_id, e.position FROM events e, log_progress p"
+            " WHERE NOT EXISTS"
+            " (SELECT 1 FROM log_leaves l WHERE l.account_id = e.account_id AND l.position = e.position)"
+            f" AND (e.tx_id, e.position) <= ({self.PROGRESS_TX}, p.position)"
+            " ORDER BY e.position LIMIT :limit"
+        )
+        return [(account_id, position) for account_id, position in await self._all(sql, {"limit": limit})]
 
 
 class Maintenance(Reads):

@@ -288,3 +288,88 @@ async def label_proof(
         }
 
     return await db.run_read(bundle)
+
+
+# Checking the stored log against the events (goldtrail verify) -------------------------------------------
+
+
+class LogProblem(msgspec.Struct, frozen=True):
+    account_id: str
+    problem: str
+    log_index: int | None = None
+
+
+def _check_account(
+    account_id: str,
+    entries: list[tuple[int, str | None, int | None, int | None]],
+    head: tuple[int, bytes] | None,
+    published: list[tuple[int, bytes, str]],
+    stored_tiles: dict[tiles.TileKey, bytes],
+    signer: LogSigner | None,
+) -> list[LogProblem]:
+    """One account's log: dense indexes, each entry an event in feed order, the tree rebuilt from the entries
+    equal to the stored tiles and head, and every checkpoint signed over the root of its size."""
+    problems: list[LogProblem] = []
+    sizes = {size for size, _, _ in published}
+    roots: dict[int, bytes] = {}
+    built: dict[tiles.TileKey, bytes] = {}
+    size, previous, broken = 0, None, False
+    for index, digest, tx_id, position in entries:
+        if index != size:
+            problems.append(LogProblem(account_id, f"the log skips from entry {size - 1} to {index}", index))
+            broken = True
+            break
+        if digest is None:
+            problems.append(LogProblem(account_id, "the entry's event is gone from the events table", index))
+            broken = True
+            break
+        if previous is not None and (tx_id, position) < previous:
+            problems.append(LogProblem(account_id, "the entry comes before the one ahead of it in feed order", index))
+        previous = (tx_id, position)
+        edge = {key: built[key] for key in tiles.right_edge(size) if key in built}
+        size, changed = tiles.append(size, edge, [bytes.fromhex(digest)])
+        built.update(changed)
+        if size in sizes:
+            roots[size] = _root(size, built)
+    if broken:  # the tree cannot be rebuilt past the break
+        return problems
+    current = _root(size, built) if size else merkle.EMPTY_ROOT
+    if head is not None and head != (size, current):
+        problems.append(LogProblem(account_id, f"the log's head says {head[0]} entries and a root they do not make"))
+    for key, hashes in stored_tiles.items():
+        if built.get(key) != hashes:
+            problems.append(LogProblem(account_id, f"stored tile {key} differs from the one the entries make"))
+            break
+    for checkpoint_size, root, signed in published:
+        if roots.get(checkpoint_size) != root:
+            problems.append(
+                LogProblem(account_id, f"the checkpoint of size {checkpoint_size} is not of this log's tree")
+            )
+        elif signer is not None:
+            try:
+                text = note.open_note(signed, signer.vkey(account_id))
+            except note.NoteError as error:
+                problems.append(LogProblem(account_id, f"the checkpoint of size {checkpoint_size}: {error}"))
+                continue
+            if note.parse_checkpoint(text).root != root:
+                problems.append(LogProblem(account_id, f"the checkpoint of size {checkpoint_size} signs another root"))
+    return problems
+
+
+async def check_log(reads: Reads, signer: LogSigner | None, batch_size: int = 5000) -> tuple[int, list[LogProblem]]:
+    """Every account's verifiable log against the events it was built from; returns (entries, problems)."""
+    heads, published = await reads.all_heads(), await reads.all_checkpoints()
+    problems: list[LogProblem] = []
+    by_account: dict[str, list[tuple[int, str | None, int | None, int | None]]] = {account: [] for account in heads}
+    count = 0
+    async for batch in reads.log_rows(batch_size):
+        for account_id, index, digest, tx_id, position in batch:
+            by_account.setdefault(account_id, []).append((index, digest, tx_id, position))
+            count += 1
+    for account_id, entries in by_account.items():
+        stored = await reads.account_tiles(account_id)
+        checkpoints = published.get(account_id, [])
+        problems += _check_account(account_id, entries, heads.get(account_id), checkpoints, stored, signer)
+    for account_id, position in await reads.never_integrated():
+        problems.append(LogProblem(account_id, f"the event at position {position} was passed over by the integrator"))
+    return count, problems
