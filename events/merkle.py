@@ -270,8 +270,20 @@ class CompactRange:
         return completed
 
     def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+        """Append each leaf hash in turn (without listing the nodes completed: a verifier adds millions)."""
+        edge, size = self._edge, self._size
+        try:
+            for leaf in leaves:
+                if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+                    raise ValueError(f"a leaf hash is {HASH_SIZE} bytes")
+                digest, index = leaf, size
+                while index & 1:
+                    digest = hashlib.sha256(b"\x01" + edge.pop() + digest).digest()  # node_hash(left, digest)
+                    index >>= 1
+                edge.append(digest)
+                size += 1
+        finally:
+            self._size = size
 
     def root(self) -> bytes:
         if not self._edge:

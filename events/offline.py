@@ -27,13 +27,19 @@ The inclusion proof covers version V's chain hash; its prev_hash chain covers ve
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from hashlib import sha256
+from itertools import chain, islice
+from json.encoder import encode_basestring as _string  # the escaping events.canonical writes
 from typing import Any
 from urllib.parse import quote, unquote
 
-from events.canonical import GENESIS_HASH, hash_fields, hash_fields_v2, payload_digest
+from events.canonical import FORMAT_2_TAG, GENESIS_HASH, hash_fields, hash_fields_v2, payload_digest
 from events.merkle import CompactRange, ProofError, leaf_hash, verify_inclusion
 from events.note import Checkpoint, NoteError, Verifier, open_note, parse_checkpoint, parse_proof, parse_vkey
 
@@ -106,6 +112,8 @@ def _loads(text: str | bytes) -> Any:
         except UnicodeDecodeError:
             raise _Bad("not valid UTF-8") from None
     try:
+        if type(text) is str and not text.startswith("\ufeff"):
+            return _DECODER.decode(text)  # what json.loads does with a str, minus building a decoder each time
         return json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
     except RecursionError:
         raise _Bad("not JSON: nested too deeply") from None
@@ -115,6 +123,10 @@ def _loads(text: str | bytes) -> Any:
 
 def _refuse_constant(name: str) -> Any:
     raise _Bad(f"not JSON: {name} is not a JSON value")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_refuse_constant)
+_SCAN = _DECODER.scan_once  # (text, index) -> (value, end): raw_decode without its wrapping
 
 
 def _field(line: dict[str, Any], name: str, kinds: tuple[type, ...], required: bool = True) -> Any:
@@ -219,15 +231,21 @@ class _Links:
     def problem(self, event: ExportedEvent) -> str | None:
         previous_hash, previous_version = self.last.get(event.label_id, (GENESIS_HASH, 0))
         self.last[event.label_id] = (event.hash, event.version)
-        if event.version != previous_version + 1:
-            if previous_version == 0:
-                return f"the label's first event is version {event.version}, not 1"
-            return f"version {event.version} follows version {previous_version} of its label"
-        if event.prev_hash != previous_hash:
-            if previous_version == 0:
-                return f"version 1 must have prev_hash {GENESIS_HASH[:8]}…, the chain's start"
-            return f"prev_hash is not the hash of version {previous_version} of its label"
-        return None
+        return _link_problem(previous_hash, previous_version, event.version, event.prev_hash)
+
+
+def _link_problem(previous_hash: str, previous_version: int, version: int, prev_hash: str) -> str | None:
+    """What is wrong with an event's version and prev_hash after its label's previous ones (0 and
+    GENESIS_HASH before its first)."""
+    if version != previous_version + 1:
+        if previous_version == 0:
+            return f"the label's first event is version {version}, not 1"
+        return f"version {version} follows version {previous_version} of its label"
+    if prev_hash != previous_hash:
+        if previous_version == 0:
+            return f"version 1 must have prev_hash {GENESIS_HASH[:8]}…, the chain's start"
+        return f"prev_hash is not the hash of version {previous_version} of its label"
+    return None
 
 
 @dataclass(frozen=True)
@@ -334,31 +352,310 @@ def _trusted_checkpoint(checkpoint_note: str, vkey: str | Verifier, account_id: 
     return checkpoint, account
 
 
-def _numbered(lines: Iterable[str | bytes], report: Report) -> Iterator[tuple[int, str | bytes]]:
-    """The lines with their 1-based numbers; a text file that is not UTF-8 ends the reading with a problem
-    instead of an exception (a file opened in binary mode has each bad line named instead)."""
+def _index_problem(log_index: int, expected: int) -> str:
+    if log_index > expected:
+        missing = f"{expected}" if log_index == expected + 1 else f"{expected}–{log_index - 1}"
+        return f"comes where log index {expected} was expected: log index {missing} is missing"
+    return f"comes after log index {expected - 1}: log indexes must increase one by one"
+
+
+# Checking the lines of an export ---------------------------------------------------------------------------------
+#
+# Each line is checked on its own (`_check_lines`, which worker processes can run on chunks of lines), giving one
+# result per line, in order:
+#   None                            a blank line;
+#   str                             a line that holds no usable event: the problem;
+#   _Unusable                       an event whose fields cannot be hashed (entries counts it, nothing else does);
+#   (log_index, label_id, version, prev_hash, hash, leaf, problem)
+#                                   an event, its leaf hash and its own problem (None, or a wrong account or hash).
+# `_Log` then takes the results in order for what depends on order: dense log indexes, each label's links, the
+# tree of the first `size` entries and which problem comes first. So a report is the same however the lines
+# were divided between processes.
+
+PARALLEL_FROM = 50_000
+"""verify_log checks lines in worker processes only when an export has more lines than this."""
+CHUNK_LINES = 10_000
+"""Lines a worker checks at once; a few chunks at most are read ahead of the ordered checks."""
+
+_MISSING = object()
+_FORMAT_2_HEAD = _string(FORMAT_2_TAG)
+
+
+@dataclass(frozen=True, slots=True)
+class _Unusable:
+    problem: str
+    log_index: int
+    label_id: str
+    version: int
+
+
+def _well_formed(text: Any, account: str, heads: tuple[str, str]) -> tuple | None:
+    """A line's result in one pass when it is a well-formed event of `account` whose fields hash to its hash;
+    None for anything else, and `_check_line` then says exactly what. Every check here is at least as strict as
+    `_loads`, `_parse_event` and `_entry_problem`, and the bytes hashed are canonical.canonical_bytes(_v2)'s:
+    the head (`heads`) holds the account, hex digests need no escaping, an exact int prints as int.__repr__."""
+    try:
+        if type(text) is not str:
+            text = text.decode()  # bytes; anything else raises
+        # The object from the line's first character, with no BOM or leading space (json.loads refuses the one,
+        # accepts the other: both take the slow path), then only JSON whitespace.
+        line, end = _SCAN(text, 0)
+        if end != len(text) and text[end:].strip(" \t\n\r"):
+            return None
+        if type(line) is not dict:
+            return None
+        log_index, version, chain = line["log_index"], line["version"], line["chain"]
+        label_id, run_id, type_, actor = line["label_id"], line["run_id"], line["type"], line["actor"]
+        recorded_at, request_id, reason = line["recorded_at"], line["request_id"], line["reason"]
+        prev_hash, hash_ = line["prev_hash"], line["hash"]
+    except Exception:  # not JSON, a duplicate key, NaN, a missing field, not text …: the detailed checks say which
+        return None
+    if (
+        type(log_index) is not int
+        or type(version) is not int
+        or type(chain) is not int
+        or (chain != 1 and chain != 2)
+        or log_index < 0
+        or version < 1
+        or type(label_id) is not str
+        or type(run_id) is not str
+        or type(type_) is not str
+        or type(actor) is not str
+        or type(recorded_at) is not str
+        or type(request_id) is not str
+        or (reason is not None and type(reason) is not str)
+        or type(prev_hash) is not str
+        or type(hash_) is not str
+        or not _HEX64.fullmatch(prev_hash)
+    ):
+        return None
+    get = line.get
+    account_id = get("account_id", _MISSING)
+    if account_id is not _MISSING and account_id != account:
+        return None
+    payload = get("payload", _MISSING)
+    if payload is _MISSING:
+        payload = None
+    elif type(payload) is not str:
+        return None
+    payload_sha256 = get("payload_sha256", _MISSING)
+    if payload_sha256 is _MISSING:
+        payload_sha256 = None
+    elif type(payload_sha256) is not str or not _HEX64.fullmatch(payload_sha256):
+        return None
+    try:
+        digest = payload_sha256
+        if payload is None:
+            if chain == 1 or digest is None:
+                return None
+        elif chain == 2 or digest is not None:
+            digest = sha256(payload.encode()).hexdigest()
+            if payload_sha256 is not None and digest != payload_sha256:
+                return None
+        middle = f"{_string(label_id)},{version},{_string(run_id)},{_string(type_)},"
+        reason_json = "null" if reason is None else _string(reason)
+        tail = f',{_string(actor)},{_string(recorded_at)},{_string(request_id)},{reason_json},"{prev_hash}"]'
+        if chain == 2:
+            entry = sha256(f'{heads[1]}{middle}"{digest}"{tail}'.encode())
+        else:
+            entry = sha256(f"{heads[0]}{middle}{payload}{tail}".encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        return None
+    if entry.hexdigest() != hash_:
+        return None
+    return (log_index, label_id, version, prev_hash, hash_, sha256(b"\x00" + entry.digest()).digest(), None)
+
+
+def _check_line(text: Any, account: str) -> Any:
+    """A line's result (see above) from the detailed checks, which name the first thing wrong."""
+    if not (text.strip() if isinstance(text, str | bytes | bytearray) else text):
+        return None
+    event = None
+    try:
+        event = _parse_event(_loads(text))
+        problem = _entry_problem(account, event)
+        leaf = leaf_hash(bytes.fromhex(event.hash))
+        return (event.log_index, event.label_id, event.version, event.prev_hash, event.hash, leaf, problem)
+    except _Bad as error:
+        problem = str(error)
+    except (TypeError, ValueError, UnicodeError) as error:  # defensive: garbage must never crash a verifier
+        problem = f"cannot be checked ({error})"
+    return problem if event is None else _Unusable(problem, event.log_index, event.label_id, event.version)
+
+
+def _heads(account: str) -> tuple[str, str]:
+    """The start of format 1's and format 2's hashed texts, up to the account's comma (see _well_formed)."""
+    return f"[{_string(account)},", f"[{_FORMAT_2_HEAD},{_string(account)},"
+
+
+def _check_lines(account: str, lines: list[Any]) -> list[Any]:
+    """Each line's result, checked against `account`; never raises on bad input. What runs in worker processes."""
+    heads = _heads(account)
+    results: list[Any] = []
+    append = results.append
+    for text in lines:
+        result = _well_formed(text, account, heads)
+        append(_check_line(text, account) if result is None else result)
+    return results
+
+
+class _Log:
+    """What depends on the order of the entries, fed each chunk's results in order: log indexes 0, 1, 2, …,
+    each label's links, the tree of the first `size` entries, and the report's problems in line order."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.tree = CompactRange()
+        self.links = _Links()
+        self.expected = 0
+        self.number = 0
+
+    def add(self, results: list[Any], report: Report) -> None:
+        number, expected, last = self.number, self.expected, self.links.last
+        room = self.size - self.tree.size
+        leaves: list[bytes] = []
+        entries = beyond = 0
+        for result in results:
+            number += 1
+            if type(result) is not tuple:
+                if result is None:
+                    continue
+                if type(result) is str:
+                    report.add(Problem(result, number))
+                else:
+                    entries += 1
+                    report.add(Problem(result.problem, number, result.log_index, result.label_id, result.version))
+                continue
+            log_index, label_id, version, prev_hash, hash_, leaf, problem = result
+            entries += 1
+            if log_index == expected:
+                expected += 1
+            else:
+                if problem is None:
+                    problem = _index_problem(log_index, expected)
+                if log_index > expected:
+                    expected = log_index + 1
+            previous = last.get(label_id)
+            last[label_id] = (hash_, version)
+            if previous is None:
+                if version != 1 or prev_hash != GENESIS_HASH:
+                    problem = problem or _link_problem(GENESIS_HASH, 0, version, prev_hash)
+            elif version != previous[1] + 1 or prev_hash != previous[0]:
+                problem = problem or _link_problem(*previous, version, prev_hash)
+            if room:
+                leaves.append(leaf)
+                room -= 1
+            else:
+                beyond += 1
+            if problem is not None:
+                report.add(Problem(problem, number, log_index, label_id, version))
+        self.tree.extend(leaves)
+        report.entries += entries
+        report.covered += len(leaves)
+        report.beyond += beyond
+        self.number, self.expected = number, expected
+
+
+def _chunks(lines: Iterable[Any], size: int, unreadable: list[Problem]) -> Iterator[list[Any]]:
+    """The lines in lists of `size`. A text file that is not UTF-8 ends the reading with a problem (in
+    `unreadable`) instead of an exception; a file opened in binary mode has each bad line named instead."""
     iterator = iter(lines)
-    number = 0
+    read = 0
     while True:
+        chunk: list[Any] = []
         try:
-            text = next(iterator)
-        except StopIteration:
-            return
+            chunk.extend(islice(iterator, size))  # keeps the lines read before an exception
         except UnicodeDecodeError as error:
             # A text file decodes ahead of the lines it hands out, so the bad line cannot be located here.
-            report.add(Problem(f"the export is not valid UTF-8 ({error.reason}); {number:,} lines were read"))
+            read += len(chunk)
+            if chunk:
+                yield chunk
+            unreadable.append(Problem(f"the export is not valid UTF-8 ({error.reason}); {read:,} lines were read"))
             return
-        number += 1
-        yield number, text
+        if not chunk:
+            return
+        read += len(chunk)
+        yield chunk
+        if len(chunk) < size:
+            return
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _checked_chunks(
+    lines: Iterable[Any], account: str, workers: int | None, parallel_from: int, chunk_lines: int, unreadable: list
+) -> Iterator[list[Any]]:
+    """Each chunk's results, in order: checked here, or by `workers` processes once more than `parallel_from`
+    lines have been read."""
+    chunks = _chunks(lines, max(1, chunk_lines), unreadable)
+    if (_cpus() if workers is None else workers) > 1:
+        ahead, count = [], 0
+        for chunk in chunks:
+            ahead.append(chunk)
+            count += len(chunk)
+            if count > parallel_from:
+                yield from _in_workers(chain(ahead, chunks), account, _cpus() if workers is None else workers)
+                return
+        chunks = iter(ahead)
+    for chunk in chunks:
+        yield _check_lines(account, chunk)
+
+
+def _in_workers(chunks: Iterator[list[Any]], account: str, workers: int) -> Iterator[list[Any]]:
+    try:
+        pool = ProcessPoolExecutor(workers)
+    except (OSError, ImportError, NotImplementedError):  # no processes or semaphores here: check in this one
+        for chunk in chunks:
+            yield _check_lines(account, chunk)
+        return
+    pending: deque[tuple[Future | None, list[Any]]] = deque()
+    try:
+        for chunk in chunks:
+            try:
+                future: Future | None = pool.submit(_check_lines, account, chunk)
+            except RuntimeError:  # the pool broke (BrokenProcessPool is one)
+                future = None
+            pending.append((future, chunk))
+            while len(pending) > workers + 1:  # bounded memory: a few chunks in flight
+                yield _chunk_results(*pending.popleft(), account)
+        while pending:
+            yield _chunk_results(*pending.popleft(), account)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunk_results(future: Future | None, chunk: list[Any], account: str) -> list[Any]:
+    if future is not None:
+        try:
+            return future.result()
+        except Exception:  # the pool failed (a worker died, a line could not be sent): the chunk is checked here
+            pass
+    return _check_lines(account, chunk)
 
 
 def verify_log(
-    lines: Iterable[str | bytes], checkpoint_note: str, vkey: str | Verifier, account_id: str | None = None
+    lines: Iterable[str | bytes],
+    checkpoint_note: str,
+    vkey: str | Verifier,
+    account_id: str | None = None,
+    *,
+    workers: int | None = None,
+    parallel_from: int = PARALLEL_FROM,
+    chunk_lines: int = CHUNK_LINES,
 ) -> Report:
     """Check an account's exported log against its signed checkpoint: the signature and origin (see
     `origin_account`), every entry's chain hash, each label's prev_hash links and gapless versions, log indexes
     0, 1, 2, … without gaps or repeats, at least the checkpoint's size of entries, and the Merkle root of
-    the first `size` entries' chain hashes. Never raises on bad input: every problem is in the report."""
+    the first `size` entries' chain hashes. Never raises on bad input: every problem is in the report.
+
+    An export of more than `parallel_from` lines is checked in chunks of `chunk_lines` lines by `workers`
+    processes (default: one per CPU; 1 checks everything in this process), the order-dependent checks staying
+    here: the report is the same either way."""
     report = Report()
     try:
         checkpoint, account = _trusted_checkpoint(checkpoint_note, vkey, account_id)
@@ -366,40 +663,14 @@ def verify_log(
         report.add(Problem(f"checkpoint refused: {error}"))
         return report
     report.origin, report.account_id, report.tree_size = checkpoint.origin, account, checkpoint.size
-    tree = CompactRange()
-    links = _Links()
-    expected = 0
-    for number, text in _numbered(lines, report):
-        if not (text.strip() if isinstance(text, str | bytes | bytearray) else text):
-            continue
-        event = None
-        try:
-            event = _parse_event(_loads(text))
-            report.entries += 1
-            problem = _entry_problem(account, event)
-            if problem is None and event.log_index != expected:
-                if event.log_index > expected:
-                    missing = f"{expected}" if event.log_index == expected + 1 else f"{expected}–{event.log_index - 1}"
-                    problem = f"comes where log index {expected} was expected: log index {missing} is missing"
-                else:
-                    problem = f"comes after log index {expected - 1}: log indexes must increase one by one"
-            expected = max(expected, event.log_index + 1)
-            link_problem = links.problem(event)
-            problem = problem or link_problem
-            if tree.size < checkpoint.size:
-                tree.append(leaf_hash(bytes.fromhex(event.hash)))
-                report.covered += 1
-            else:
-                report.beyond += 1
-        except _Bad as error:
-            problem = str(error)
-        except (TypeError, ValueError, UnicodeError) as error:  # defensive: garbage must never crash a verifier
-            problem = f"cannot be checked ({error})"
-        if problem is not None:
-            report.add(
-                Problem(problem, number, *(() if event is None else (event.log_index, event.label_id, event.version)))
-            )
-    report.labels = len(links.last)
+    log = _Log(checkpoint.size)
+    unreadable: list[Problem] = []
+    for results in _checked_chunks(lines, account, workers, parallel_from, chunk_lines, unreadable):
+        log.add(results, report)
+    for problem in unreadable:
+        report.add(problem)
+    report.labels = len(log.links.last)
+    tree = log.tree
     if tree.size < checkpoint.size:
         report.add(
             Problem(
