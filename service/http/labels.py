@@ -3,8 +3,14 @@ request, call one use case, answer."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import msgspec
 from litestar import Request, Response, delete, get, post, put
 from litestar.params import FromPath, FromQuery
+from litestar.response import Stream
 
 from projections.fold import LabelState
 from service.http import openapi
@@ -24,6 +30,8 @@ from service.http.views import NO_CONTENT, encode, label_answer, label_location,
 from service.usecases import audit, labels
 from service.usecases.commands import InvalidInput
 from service.usecases.idempotency import StoredResponse
+
+NDJSON = "application/x-ndjson"
 
 
 def respond(answer: StoredResponse) -> Response:
@@ -66,15 +74,83 @@ async def create_gold_label(request: Request, run_id: FromPath[str]) -> Response
     guards=[requires(READ)],
 )
 async def list_gold_labels(
-    request: Request, run_id: FromPath[str], as_of: FromQuery[str | None] = None
-) -> Response[bytes]:
+    request: Request,
+    run_id: FromPath[str],
+    as_of: FromQuery[str | None] = None,
+    limit: FromQuery[str | None] = None,
+    after: FromQuery[str | None] = None,
+) -> Response:
+    """The run's live labels, oldest first: the whole run streamed (the documented form), or a page of
+    `limit` with a Link to the next (`after`); as JSON Lines with `Accept: application/x-ndjson`."""
     db = database(request)
     run = canonical_uuid(run_id, "run_id")
-    if as_of is None:
-        found = await labels.list_labels(db, request.user.account, run)
-    else:
+    lines = NDJSON in request.headers.get("accept", "")
+    if as_of is not None:
+        if limit is not None or after is not None:
+            raise InvalidInput("as_of reads the whole run: leave out limit and after", "as_of")
         found = await audit.run_as_of(db, request.user.account, run, parse_moment(as_of))
-    return Response(content=encode([run_gold_label(state) for state in found]), media_type="application/json")
+        return _labels_answer([found], lines)
+    if limit is None and after is None:
+        batches = labels.stream_labels(db, request.user.account, run)
+        # Reach the database (and know the run) before answering 200, so an outage is a 503 and an unknown run
+        # a 404, not a cut-off stream.
+        first = await db.within_time_limit(lambda _deadline: anext(batches))
+        return Stream(_streamed(first, batches, lines), media_type=NDJSON if lines else "application/json")
+    size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    page, following = await labels.list_labels_page(db, request.user.account, run, _label_cursor(after), size)
+    answer = _labels_answer([page], lines)
+    if following is not None:
+        query = urlencode({"limit": size, "after": _encoded(following)})
+        answer.headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return answer
+
+
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+_cursor_decoder = msgspec.json.Decoder(labels.LabelCursor)
+
+
+def _encoded(cursor: labels.LabelCursor) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).decode().rstrip("=")
+
+
+def _label_cursor(text: str | None) -> labels.LabelCursor | None:
+    if text is None:
+        return None
+    try:
+        cursor = _cursor_decoder.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidInput('after must be the cursor of a Link: rel="next" of this list', "after") from None
+    if cursor.created_at.tzinfo is None:
+        raise InvalidInput('after must be the cursor of a Link: rel="next" of this list', "after")
+    return cursor
+
+
+def _labels_answer(batches: list[list[LabelState]], lines: bool) -> Response:
+    if lines:
+        body = b"".join(encode(run_gold_label(state)) + b"\n" for batch in batches for state in batch)
+        return Response(content=body, media_type=NDJSON)
+    return Response(
+        content=encode([run_gold_label(s) for batch in batches for s in batch]), media_type="application/json"
+    )
+
+
+async def _streamed(
+    first: list[LabelState], rest: AsyncIterator[list[LabelState]], lines: bool
+) -> AsyncIterator[bytes]:
+    """The run's labels as one JSON array (or JSON Lines), a batch at a time: flat memory for any run."""
+    if lines:
+        yield b"".join(encode(run_gold_label(state)) + b"\n" for state in first)
+        async for batch in rest:
+            yield b"".join(encode(run_gold_label(state)) + b"\n" for state in batch)
+        return
+    written = bool(first)
+    if first:
+        yield b"[" + b",".join(encode(run_gold_label(state)) for state in first)
+    async for batch in rest:
+        if batch:
+            yield (b"," if written else b"[") + b",".join(encode(run_gold_label(state)) for state in batch)
+            written = True
+    yield b"]" if written else b"[]"
 
 
 @get(

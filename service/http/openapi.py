@@ -79,6 +79,7 @@ def described(
     *,
     public: bool = False,
     required: tuple[str, ...] = (),
+    query: dict[str, dict[str, Any]] | None = None,
 ) -> type[spec.Operation]:
     """An Operation class that documents a route's body, its answer and its errors (given as Python types)."""
     content = _TEXT if answer is str else _json(answer) if answer else None
@@ -86,6 +87,7 @@ def described(
     for status in (*errors, *(() if public else (401, 503))):
         responses[str(status)] = {"description": _ERRORS[status], "content": _json(Error)}
     request_body = None if body is None else {"required": True, "content": _json(body)}
+    schemas = {**QUERY, **(query or {})}
 
     @dataclass
     class Described(spec.Operation):
@@ -96,8 +98,8 @@ def described(
             for parameter in self.parameters or ():
                 if parameter.param_in == "path":  # every path id is a UUID
                     parameter.schema = UUID  # type: ignore[union-attr]
-                elif parameter.name in QUERY:
-                    parameter.schema = QUERY[parameter.name]  # type: ignore[union-attr]
+                elif parameter.name in schemas:
+                    parameter.schema = schemas[parameter.name]  # type: ignore[union-attr]
                     # The handler parses them itself (its errors name the parameter), so it takes them optional.
                     parameter.required = parameter.name in required
             if request_body is not None:
@@ -107,7 +109,8 @@ def described(
 
 
 CREATE = described(201, RunGoldLabel, (400, 403, 409, 413, 415, 422), NewLabel)
-LIST = described(200, list[RunGoldLabel], (400, 403, 404))
+# A page of a run's labels ends where `after` (the opaque cursor of a Link: rel="next") says.
+LIST = described(200, list[RunGoldLabel], (400, 403, 404), query={"after": {"type": "string", "minLength": 1}})
 GET = described(200, RunGoldLabel, (400, 403, 404))
 UPDATE = described(200, RunGoldLabel, (400, 403, 404, 412, 413, 415, 422), LabelPatch)
 DELETE = described(204, None, (400, 403, 404, 412, 422))

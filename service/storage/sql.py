@@ -42,6 +42,10 @@ LIVE_LABELS = (
     f"SELECT {_LABEL_COLUMNS} FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id"
     " AND deleted_at IS NULL ORDER BY created_at, id"
 )
+LIVE_LABELS_AFTER = (
+    f"SELECT {_LABEL_COLUMNS} FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id"
+    " AND deleted_at IS NULL AND (created_at, id) > (:after_created_at, :after_id) ORDER BY created_at, id"
+)
 RUN_IS_KNOWN = "SELECT 1 FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id LIMIT 1"
 LIVE_LABEL_NAMED = (
     "SELECT id FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id"
@@ -180,6 +184,26 @@ class Reads:
         """A run's live labels, oldest first."""
         rows = await self._all(LIVE_LABELS, {"account_id": account_id, "run_id": run_id})
         return [label_from_row(row, self.time) for row in rows]
+
+    async def live_labels_page(
+        self, account_id: str, run_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[LabelState]:
+        """Up to `limit` live labels of a run, oldest first, after (created_at, id) when given."""
+        params: dict[str, Any] = {"account_id": account_id, "run_id": run_id, "limit": limit}
+        if after is None:
+            rows = await self._all(LIVE_LABELS + " LIMIT :limit", params)
+        else:
+            params["after_created_at"], params["after_id"] = after
+            rows = await self._all(LIVE_LABELS_AFTER + " LIMIT :limit", params)
+        return [label_from_row(row, self.time) for row in rows]
+
+    async def live_labels_batches(
+        self, account_id: str, run_id: str, batch_size: int
+    ) -> AsyncIterator[list[LabelState]]:
+        """A run's live labels, oldest first, `batch_size` at a time: a run of any size in flat memory."""
+        params = {"account_id": account_id, "run_id": run_id}
+        async for batch in self._batches(LIVE_LABELS, params, batch_size):
+            yield [label_from_row(row, self.time) for row in batch]
 
     async def run_is_known(self, account_id: str, run_id: str) -> bool:
         return await self._one(RUN_IS_KNOWN, {"account_id": account_id, "run_id": run_id}) is not None

@@ -8,7 +8,8 @@ gets committed under concurrent writers and failing connections is storage's bus
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import msgspec
 
@@ -219,3 +220,45 @@ async def list_labels(db: Database, account_id: str, run_id: str) -> list[LabelS
         return labels
 
     return await db.run_read(live_labels)
+
+
+class LabelCursor(msgspec.Struct, frozen=True, array_like=True):
+    """Where a page of a run's labels ends: the last label's (created_at, id), in list order."""
+
+    created_at: datetime
+    id: str
+
+
+async def list_labels_page(
+    db: Database, account_id: str, run_id: str, after: LabelCursor | None, limit: int
+) -> tuple[list[LabelState], LabelCursor | None]:
+    """A page of the run's live labels, oldest first, and where the next page starts (None after the last)."""
+
+    async def page(reads) -> tuple[list[LabelState], LabelCursor | None]:
+        # One more than asked: whether another page follows, without a second query.
+        labels = await reads.live_labels_page(
+            account_id, run_id, None if after is None else (after.created_at, after.id), limit + 1
+        )
+        if not labels and not await reads.run_is_known(account_id, run_id):
+            raise RunNotFound(run_id)
+        more = len(labels) > limit
+        labels = labels[:limit]
+        return labels, LabelCursor(labels[-1].created_at, labels[-1].id) if more else None
+
+    return await db.run_read(page)
+
+
+async def stream_labels(
+    db: Database, account_id: str, run_id: str, batch_size: int = 1000
+) -> AsyncIterator[list[LabelState]]:
+    """Every live label of the run, oldest first, in batches, on one read transaction (no time limit: a run
+    is as long as it is). The first batch is empty only for a known run without live labels."""
+    async with db.read() as reads:
+        first = True
+        async for batch in reads.live_labels_batches(account_id, run_id, batch_size):
+            first = False
+            yield batch
+        if first:
+            if not await reads.run_is_known(account_id, run_id):
+                raise RunNotFound(run_id)
+            yield []
