@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     jwt_leeway_seconds: int = 0
     account_claim: str = "account_id"
     max_body_bytes: int = 1024 * 1024
+    # The batch import takes up to 10,000 labels in one body.
+    max_batch_bytes: int = 64 * 1024 * 1024
     max_object_depth: int = 64
     db_pool_size: int = 10
     db_timeout_seconds: float = 5.0
@@ -169,7 +171,7 @@ def dev_checkpoint_key(data_dir: Path) -> Path:
 
 
 def _checkpoint_key(env: Mapping[str, str], data_dir: Path, embedded: bool) -> Path | None:
-    from events.note import NoteError, parse_private_key
+    from events.note import ED25519, NoteError, parse_private_key
 
     raw = env.get("GOLDTRAIL_CHECKPOINT_KEY")
     if not raw:
@@ -177,27 +179,41 @@ def _checkpoint_key(env: Mapping[str, str], data_dir: Path, embedded: bool) -> P
         return data_dir / DEV_CHECKPOINT_KEY_FILE if embedded else None
     path = Path(raw)
     try:
-        parse_private_key(path.read_text())
+        key = parse_private_key(path.read_text())
     except OSError as error:
         raise SettingsError(f"GOLDTRAIL_CHECKPOINT_KEY: cannot read {raw!r} ({error.strerror})") from None
     except NoteError as error:
         raise SettingsError(
             f"GOLDTRAIL_CHECKPOINT_KEY: {raw!r} is not a key from `goldtrail keys generate`: {error}"
         ) from None
+    if key.kind != ED25519:
+        # A witness key cannot sign notes: every integration pass would fail on its first checkpoint.
+        raise SettingsError(
+            f"GOLDTRAIL_CHECKPOINT_KEY: {raw!r} is a witness's cosigning key; checkpoints are signed with a key "
+            "from `goldtrail keys generate` without --witness"
+        )
     return path
 
 
 def _witness_keys(env: Mapping[str, str]) -> tuple[str, ...]:
-    from events.note import NoteError, parse_vkey
+    from events.note import COSIGNATURE_V1, NoteError, parse_vkey
 
     keys = _words(env.get("GOLDTRAIL_WITNESS_KEYS"))
     for key in keys:
+        if key.startswith("PRIVATE+"):  # never echoed: a secret has no place in an error message or a log
+            raise SettingsError("GOLDTRAIL_WITNESS_KEYS holds a private key: give the witnesses' verifier keys")
         try:
-            parse_vkey(key)
+            kind = parse_vkey(key).kind
         except NoteError as error:
             raise SettingsError(
                 f"GOLDTRAIL_WITNESS_KEYS: {key[:80]!r} is not a witness verifier key: {error}"
             ) from None
+        if kind != COSIGNATURE_V1:
+            # A note-signing key makes no cosignatures: every one its witness sent would be refused.
+            raise SettingsError(
+                f"GOLDTRAIL_WITNESS_KEYS: {key[:80]!r} is not a witness verifier key "
+                "(`goldtrail keys generate --witness` makes one)"
+            )
     return keys
 
 
@@ -266,6 +282,7 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         jwt_leeway_seconds=_int(env, "jwt_leeway_seconds"),
         account_claim=_text(env, "account_claim"),
         max_body_bytes=_int(env, "max_body_bytes", minimum=1024),
+        max_batch_bytes=_int(env, "max_batch_bytes", minimum=1024),
         max_object_depth=_int(env, "max_object_depth", minimum=1),
         db_pool_size=_int(env, "db_pool_size", minimum=1),
         db_timeout_seconds=_float(env, "db_timeout_seconds"),

@@ -39,6 +39,7 @@ SET_VALUES = [
     ("metrics_port", "9464", 9464),
     ("metrics_host", "0.0.0.0", "0.0.0.0"),
     ("integrator", "OFF", "off"),
+    ("max_batch_bytes", "2048", 2048),
 ]
 
 

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
 from events.types import NULL
-from service.usecases.commands import MAX_NAME_LENGTH, InvalidInput, LabelPatch, NewLabel
+from service.usecases.commands import MAX_BATCH, MAX_NAME_LENGTH, InvalidInput, LabelBatch, LabelPatch, NewLabel
 
 # The object value stays raw JSON text; it is checked by decoding a copy.
 _create_decoder = msgspec.json.Decoder(NewLabel)
 _update_decoder = msgspec.json.Decoder(LabelPatch)
+_batch_decoder = msgspec.json.Decoder(LabelBatch)
+_ITEM = re.compile(r"^\$\.labels\[(\d+)\]\.?([A-Za-z_]*)")
 # Decimal floats: any number of digits parses, so only absurd integers (> 4300 digits) are refused.
 _object_decoder = msgspec.json.Decoder(dict[str, Any], float_hook=Decimal)
 _FIELD = re.compile(r"^\$\.([A-Za-z_]+)")
@@ -34,7 +37,7 @@ def _invalid(validation_error: str) -> InvalidInput:
     return InvalidInput(f"request body must be a JSON object: {message}")
 
 
-def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+def _decode(decoder: msgspec.json.Decoder, body: bytes, reword: Callable[[str], InvalidInput] = _invalid) -> Any:
     if not body.strip():
         raise InvalidInput("request body is empty: send a JSON object")
     try:
@@ -45,7 +48,7 @@ def _decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
     try:
         decoded = decoder.decode(body)
     except msgspec.ValidationError as error:
-        raise _invalid(str(error)) from None
+        raise reword(str(error)) from None
     except UnicodeDecodeError:
         raise InvalidInput("request body is not valid UTF-8") from None
     except msgspec.DecodeError as error:
@@ -161,6 +164,41 @@ def decode_new_label(body: bytes, max_depth: int) -> NewLabel:
     _check_name(new.output_resource_name)
     _check_text(new.text_value, "text_value")
     return msgspec.structs.replace(new, object_value=_object_text(new.object_value, max_depth))
+
+
+def decode_label_batch(body: bytes, max_depth: int) -> LabelBatch:
+    """A batch whose every item is a valid label; the first bad one is named, e.g. `labels[17].text_value`."""
+    batch: LabelBatch = _decode(_batch_decoder, body, _invalid_item)
+    items, names = [], set()
+    for n, new in enumerate(batch.labels):
+        try:
+            _check_name(new.output_resource_name)
+            _check_text(new.text_value, "text_value")
+            item = msgspec.structs.replace(new, object_value=_object_text(new.object_value, max_depth))
+        except InvalidInput as error:
+            raise InvalidInput(f"labels[{n}].{error}", f"labels[{n}].{error.field}") from None
+        if new.output_resource_name in names:
+            field = f"labels[{n}].output_resource_name"
+            raise InvalidInput(f"{field}: {new.output_resource_name[:60]!r} is in the batch twice", field)
+        names.add(new.output_resource_name)
+        items.append(item)
+    return LabelBatch(labels=items)
+
+
+def _invalid_item(validation_error: str) -> InvalidInput:
+    """msgspec names a bad item by its path ($.labels[17].text_value): name it the same in the answer."""
+    message, _, where = validation_error.partition(" - at `")
+    found = _ITEM.match(where.rstrip("`"))
+    if found is None:
+        if where.startswith("$.labels"):
+            return InvalidInput(f'send {{"labels": [...]}} with 1 to {MAX_BATCH} labels: {message}', "labels")
+        return _invalid(validation_error)
+    item, field = found.group(1), found.group(2)
+    if missing := _MISSING.search(message):
+        field = missing.group(1)
+        return InvalidInput(f"labels[{item}].{field} is required", f"labels[{item}].{field}")
+    name = f"labels[{item}]" + (f".{field}" if field else "")
+    return InvalidInput(f"{name}: {message}", name)
 
 
 def decode_label_patch(body: bytes, max_depth: int) -> LabelPatch:

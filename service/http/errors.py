@@ -8,6 +8,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from service.http.input import BodyTooLarge
 from service.http.request_log import request_id_of
 from service.http.views import Uuid, encode, etag
 from service.storage.errors import DatabaseReadOnly, DatabaseUnavailable
@@ -62,6 +63,10 @@ def _http_error(request: Request, error: HTTPException) -> Response:
 
 def _invalid_body(_request: Request, error: InvalidInput) -> Response:
     return error_response(400, str(error), field=error.field)
+
+
+def _too_large(_request: Request, error: Exception) -> Response:
+    return error_response(413, str(error))
 
 
 def _bad_request(_request: Request, error: Exception) -> Response:
@@ -123,6 +128,7 @@ EXCEPTION_HANDLERS = {
     PositionNotFound: _not_found,
     TreeSizeNotReached: _not_found,
     NotInLog: _not_found,
+    BodyTooLarge: _too_large,
     NoCheckpointKey: _not_found,
     CosignatureRefused: _bad_request,
     VersionMismatch: _version_mismatch,

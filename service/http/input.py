@@ -74,13 +74,15 @@ def idempotency_for(key: str, method: str, path: str, body: bytes, retention_sec
     return Idempotency(key=key, fingerprint=fingerprint, retention_seconds=retention_seconds)
 
 
-async def actor(request: Request[Principal, None, State]) -> Actor:
-    """Who writes, under which request id, why, and (with an Idempotency-Key) as which retryable request."""
+async def actor(request: Request[Principal, None, State], body: bytes | None = None) -> Actor:
+    """Who writes, under which request id, why, and (with an Idempotency-Key) as which retryable request;
+    `body` when the handler has read it already (a stream is read once)."""
     key = request.headers.get("idempotency-key")
     idempotency = None
     if key is not None:
         retention = settings(request).idempotency_retention_seconds
-        idempotency = idempotency_for(key, request.method, request.scope["path"], await request.body(), retention)
+        sent = await request.body() if body is None else body
+        idempotency = idempotency_for(key, request.method, request.scope["path"], sent, retention)
     return Actor(
         account_id=request.user.account,
         user_id=request.user.user,
@@ -90,13 +92,37 @@ async def actor(request: Request[Principal, None, State]) -> Actor:
     )
 
 
-async def json_body(request: Request) -> bytes:
+def _json_media_type(request: Request) -> None:
     content_type = request.headers.get("content-type")
     if content_type:
         media_type = content_type.split(";", 1)[0].strip().lower()
         if media_type != "application/json" and not media_type.endswith("+json"):
             raise ClientException(status_code=415, detail=f"send the body as application/json, not {media_type[:60]!r}")
+
+
+async def json_body(request: Request) -> bytes:
+    _json_media_type(request)
     return await request.body()
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body is larger than the limit of {limit} bytes")
+
+
+async def batch_body(request: Request, limit: int) -> bytes:
+    """A JSON body of up to `limit` bytes (a route with its own limit, beyond the app's), read as it comes."""
+    _json_media_type(request)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # A "+" in a query string arrives as a space unless the client encoded it as %2B.

@@ -15,9 +15,10 @@ from litestar.response import Stream
 from projections.fold import LabelState
 from service.http import openapi
 from service.http.auth import READ, WRITE, requires
-from service.http.bodies import decode_label_patch, decode_new_label
+from service.http.bodies import decode_label_batch, decode_label_patch, decode_new_label
 from service.http.input import (
     actor,
+    batch_body,
     canonical_uuid,
     database,
     expected_versions,
@@ -65,6 +66,28 @@ async def create_gold_label(request: Request, run_id: FromPath[str]) -> Response
     new = decode_new_label(await json_body(request), settings(request).max_object_depth)
     state = await labels.create_label(db, await actor(request), run, new, _created)
     return respond(_created(state))
+
+
+def _batch_answer(outcome: labels.BatchOutcome) -> StoredResponse:
+    return StoredResponse(status=200, body=encode(outcome), headers={})
+
+
+@post(
+    "/run/{run_id:str}/gold-labels/batch",
+    operation_id="importRunGoldLabels",
+    operation_class=openapi.BATCH,
+    guards=[requires(WRITE)],
+    status_code=200,
+    request_max_body_size=None,  # checked against GOLDTRAIL_MAX_BATCH_BYTES below
+)
+async def import_gold_labels(request: Request, run_id: FromPath[str]) -> Response[bytes]:
+    """Upsert up to 10,000 of the run's labels by output resource, all or nothing."""
+    db = database(request)
+    run = canonical_uuid(run_id, "run_id")
+    body = await batch_body(request, settings(request).max_batch_bytes)
+    batch = decode_label_batch(body, settings(request).max_object_depth)
+    outcome = await labels.import_batch(db, await actor(request, body), run, batch, _batch_answer)
+    return respond(_batch_answer(outcome))
 
 
 @get(
@@ -214,4 +237,11 @@ async def delete_gold_label(request: Request, run_id: FromPath[str], gold_label_
     await labels.delete_label(db, await actor(request), run, label, expected_versions(request), _deleted)
 
 
-LABEL_ROUTES = [create_gold_label, list_gold_labels, get_gold_label, update_gold_label, delete_gold_label]
+LABEL_ROUTES = [
+    import_gold_labels,
+    create_gold_label,
+    list_gold_labels,
+    get_gold_label,
+    update_gold_label,
+    delete_gold_label,
+]

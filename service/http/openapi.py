@@ -13,7 +13,8 @@ from litestar.openapi import spec
 from service.http.errors import Error
 from service.http.views import FeedPage, HistoryEntry, RunGoldLabel, Status
 from service.usecases.audit import Digest
-from service.usecases.commands import LabelPatch, NewLabel
+from service.usecases.commands import LabelBatch, LabelPatch, NewLabel
+from service.usecases.labels import BatchOutcome
 from service.usecases.log import ConsistencyProof, Cosignature, InclusionProof
 
 REF = "#/components/schemas/{name}"
@@ -108,6 +109,7 @@ def described(
     return Described
 
 
+BATCH = described(200, BatchOutcome, (400, 403, 409, 413, 415, 422), LabelBatch)
 CREATE = described(201, RunGoldLabel, (400, 403, 409, 413, 415, 422), NewLabel)
 # A page of a run's labels ends where `after` (the opaque cursor of a Link: rel="next") says.
 LIST = described(200, list[RunGoldLabel], (400, 403, 404), query={"after": {"type": "string", "minLength": 1}})

@@ -307,7 +307,15 @@ class PostgresIntegration(PostgresReads, Integration):
 # A label's writers queue on a transaction-level advisory lock: unlike a row lock, it takes no transaction id
 # (see sql.LabelWrites). Two-int keys, goldtrail's own namespace (they never meet the one-bigint keys above).
 _LABEL_QUEUE_CLASS = 0x6774
-_LABEL_KEY = f"{_LABEL_QUEUE_CLASS}, hashtext(%(queue_account)s || '/' || %(queue_label)s)"
+# A label's queue is one of 256 per account (the label id's hash picks it): a batch of thousands of labels
+# queues on at most 256 locks, taken in key order so that batches and single writers never deadlock.
+_BUCKET = "(hashtext({label}) & 255)::text"
+_LABEL_KEY = f"{_LABEL_QUEUE_CLASS}, hashtext(%(queue_account)s || '/' || {_BUCKET.format(label='%(queue_label)s')})"
+_QUEUE_MANY = (
+    f"SELECT count(pg_advisory_xact_lock({_LABEL_QUEUE_CLASS}, key)) FROM (SELECT DISTINCT"
+    f" hashtext(%(queue_account)s || '/' || {_BUCKET.format(label='label')}) AS key"
+    " FROM unnest(%(queue_labels)s::text[]) AS label ORDER BY key) AS keys"
+)
 # The last statement before COMMIT (migration 0004): refuses once the server's clock is past the deadline.
 _WRITE_CHECK = "SELECT goldtrail_write_check(%(deadline)s, %(moved)s)"
 
@@ -337,6 +345,14 @@ class PostgresTransaction(LabelWrites):
         await self.connection.execute(
             f"SELECT pg_advisory_xact_lock({_LABEL_KEY})", {"queue_account": account_id, "queue_label": label_id}
         )
+
+    async def queue_many(self, account_id: str, label_ids: list[str]) -> None:
+        if label_ids:
+            await self.connection.execute(_QUEUE_MANY, {"queue_account": account_id, "queue_labels": label_ids})
+
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        cursor = await self.connection.execute(_psycopg(sql), params)
+        return await cursor.fetchall()
 
     async def commit(self) -> None:
         self.committing = True
@@ -399,6 +415,10 @@ class PostgresOneStatement(LabelWrites):
     async def fetchone(self, sql: str, params: dict[str, Any]) -> Row | None:
         cursor = await self.connection.execute(_psycopg(sql), params)
         return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        cursor = await self.connection.execute(_psycopg(sql), params)
+        return await cursor.fetchall()
 
     async def execute(self, sql: str, params: dict[str, Any]) -> None:
         self.writes.append((sql, params, False))

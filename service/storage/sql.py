@@ -483,6 +483,26 @@ class LabelWrites:
     def time(self, value: Any) -> datetime:
         raise NotImplementedError
 
+    async def queue_many(self, account_id: str, label_ids: list[str]) -> None:
+        """Like `queue`, for every label of a batch at once."""
+
+    async def live_labels_named(self, account_id: str, run_id: str, names: list[str]) -> dict[str, LabelState]:
+        """The run's live labels of these output resources, by name, read before this write writes anything."""
+        found: dict[str, LabelState] = {}
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            marks = ", ".join(f":n{n}" for n in range(len(chunk)))
+            params = {"account_id": account_id, "run_id": run_id, **{f"n{n}": name for n, name in enumerate(chunk)}}
+            sql = LIVE_LABELS.replace(" ORDER BY", f" AND output_resource_name IN ({marks}) ORDER BY")
+            for row in await self.fetchall(sql, params):
+                state = label_from_row(row, self.time)
+                found[state.output_resource_name] = state
+        return found
+
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        """Run a statement and wait for all its rows."""
+        raise NotImplementedError
+
     async def current_label(self, account_id: str, label_id: str) -> LabelState | None:
         """One label, deleted ones included, as this write finds it (after the writers queued before it)."""
         await self.queue(account_id, label_id)

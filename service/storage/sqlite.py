@@ -255,6 +255,10 @@ class SqliteTransaction(LabelWrites):
         cursor = await self.connection.execute(sql, _params(params))
         return await cursor.fetchone()
 
+    async def fetchall(self, sql: str, params: dict[str, Any]) -> list[Row]:
+        cursor = await self.connection.execute(sql, _params(params))
+        return await cursor.fetchall()
+
     async def execute(self, sql: str, params: dict[str, Any]) -> None:
         await self.connection.execute(sql, _params(params))
 

@@ -46,6 +46,15 @@ class NewLabel(msgspec.Struct, frozen=True):
     object_value_is_partial: bool | None = None
 
 
+MAX_BATCH = 10_000
+
+
+class LabelBatch(msgspec.Struct, frozen=True):
+    """Import a run's labels (POST …/gold-labels/batch): each item upserts the label of its output resource."""
+
+    labels: Annotated[list[NewLabel], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
 class LabelPatch(msgspec.Struct, frozen=True):
     """Update a label's value (PUT): absent and null both mean 'leave as it is'; the name can only be sent back."""
 

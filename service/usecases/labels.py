@@ -28,7 +28,7 @@ from service.storage import writes
 from service.storage.database import Database
 from service.storage.errors import OutputResourceTaken
 from service.storage.sql import LabelWrites
-from service.usecases.commands import Actor, InvalidInput, LabelPatch, NewLabel
+from service.usecases.commands import Actor, InvalidInput, LabelBatch, LabelPatch, NewLabel
 from service.usecases.idempotency import StoredResponse, claim, remember
 
 # How the caller answers a write: kept with an Idempotency-Key, so that a retry gets the same answer.
@@ -262,3 +262,98 @@ async def stream_labels(
             if not await reads.run_is_known(account_id, run_id):
                 raise RunNotFound(run_id)
             yield []
+
+
+class BatchItem(msgspec.Struct, frozen=True):
+    """What a batch did to one label."""
+
+    id: str
+    output_resource_name: str
+    version: int
+    outcome: str  # "created", "updated" or "unchanged"
+
+
+class BatchOutcome(msgspec.Struct, frozen=True):
+    created: int
+    updated: int
+    unchanged: int
+    labels: list[BatchItem]
+
+
+def _same_value(state: LabelState, new: NewLabel) -> bool:
+    wanted = GoldLabelCreated(
+        run_id=state.run_id,
+        output_resource_name=new.output_resource_name,
+        text_value=new.text_value,
+        object_value=new.object_value,
+        object_value_is_partial=(new.object_value_is_partial or False) if new.object_value != NULL else None,
+    )
+    return (state.text_value, bytes(state.object_value), state.object_value_is_partial) == (
+        wanted.text_value,
+        bytes(wanted.object_value),
+        wanted.object_value_is_partial,
+    )
+
+
+async def import_batch(
+    db: Database, actor: Actor, run_id: str, batch: LabelBatch, answer: Callable[[BatchOutcome], StoredResponse]
+) -> BatchOutcome:
+    """Upsert the run's labels by output resource, in one transaction: a missing label is created, a live one
+    whose value differs is updated, an identical one appends nothing. Every change is one event of its label,
+    hash-chained as any other; nothing of the batch is stored unless all of it is."""
+    for n, new in enumerate(batch.labels):
+        try:
+            _check_value(new.text_value, new.object_value, new.object_value_is_partial)
+        except InvalidInput as error:
+            field = f"labels[{n}]" + (f".{error.field}" if error.field else "")
+            raise InvalidInput(f"{field}: {error}", field) from None
+    names = [new.output_resource_name for new in batch.labels]
+
+    async def upsert(tx: LabelWrites) -> BatchOutcome:
+        # Read before writing anything (feed order, see storage.sql.LabelWrites): queue behind the labels'
+        # other writers, then read them as they now stand; the guarded saves refuse if any moved on meanwhile.
+        live = await tx.live_labels_named(actor.account_id, run_id, names)
+        await tx.queue_many(actor.account_id, sorted(state.id for state in live.values()))
+        live = await tx.live_labels_named(actor.account_id, run_id, names)
+        if actor.idempotency is not None:
+            await claim(tx, actor.account_id, actor.idempotency)
+        items, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
+        for new in batch.labels:
+            state = live.get(new.output_resource_name)
+            if state is None:
+                data: Event = GoldLabelCreated(
+                    run_id=run_id,
+                    output_resource_name=new.output_resource_name,
+                    text_value=new.text_value,
+                    object_value=new.object_value,
+                    object_value_is_partial=(new.object_value_is_partial or False)
+                    if new.object_value != NULL
+                    else None,
+                )
+                state, outcome = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data), "created"
+            elif _same_value(state, new):
+                outcome = "unchanged"
+            else:
+                patch = LabelPatch(
+                    text_value=new.text_value,
+                    object_value=new.object_value,
+                    object_value_is_partial=new.object_value_is_partial,
+                )
+                if new.text_value is None and new.object_value == NULL:
+                    data = GoldLabelUpdated()  # the label is made empty, as a create without a value would be
+                else:
+                    data = _updated(state, patch)
+                state, outcome = await _record(tx, actor, state, state.id, run_id, data), "updated"
+            counts[outcome] += 1
+            items.append(BatchItem(state.id, state.output_resource_name, state.version, outcome))
+        outcome = BatchOutcome(**counts, labels=items)
+        if actor.idempotency is not None:
+            await remember(tx, actor.account_id, actor.idempotency, answer(outcome))
+        return outcome
+
+    for _ in range(writes.ATTEMPTS):
+        try:
+            return await writes.commit(db, upsert, optimistic=False)
+        except OutputResourceTaken:
+            continue  # a concurrent create took a name first: read again, and update that label instead
+    raise writes.KeptLosing("could not import the batch: concurrent creates kept taking its names first")
