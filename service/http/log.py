@@ -76,6 +76,8 @@ async def consistency_proof(
     new_size: Annotated[str | None, QueryParameter(name="to")] = None,
 ) -> Response[bytes]:
     start, end = _required(old_size, "from", 1), _required(new_size, "to", 1)
+    if start > end:
+        raise InvalidInput(f"from ({start}) must not be larger than to ({end}): a log only grows", "from")
     proof = await log.consistency(database(request), request.user.account, start, end)
     return Response(content=encode(proof), media_type="application/json")
 

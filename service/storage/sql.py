@@ -509,31 +509,42 @@ class LabelWrites:
         row = await self.fetchone(LABEL, {"account_id": account_id, "id": label_id})
         return None if row is None else label_from_row(row, self.time)
 
+    def _sealed(self, event: PendingEvent) -> tuple[dict[str, Any], SealedEvent]:
+        data, digest = seal(event)
+        row = {
+            "account_id": event.account_id,
+            "stream_id": event.stream_id,
+            "version": event.version,
+            "run_id": event.run_id,
+            "type": event.type,
+            "data": data.decode(),
+            "actor": event.actor,
+            "recorded_at": event.recorded_at,
+            "request_id": event.request_id,
+            "reason": event.reason,
+            "prev_hash": event.prev_hash,
+            "hash": digest,
+            "chain": CHAIN_FORMAT,
+        }
+        sealed = SealedEvent(**msgspec.structs.asdict(event), hash=digest)
+        self.appended.append(sealed)
+        return row, sealed
+
     async def append(self, event: PendingEvent) -> SealedEvent:
         """Append one event (sent with the transaction's next waiting statement). A clash on (label, version)
         fails the transaction with LostRace before it can commit."""
-        data, digest = seal(event)
-        await self.execute(
-            APPEND,
-            {
-                "account_id": event.account_id,
-                "stream_id": event.stream_id,
-                "version": event.version,
-                "run_id": event.run_id,
-                "type": event.type,
-                "data": data.decode(),
-                "actor": event.actor,
-                "recorded_at": event.recorded_at,
-                "request_id": event.request_id,
-                "reason": event.reason,
-                "prev_hash": event.prev_hash,
-                "hash": digest,
-                "chain": CHAIN_FORMAT,
-            },
-        )
-        sealed = SealedEvent(**msgspec.structs.asdict(event), hash=digest)
-        self.appended.append(sealed)
+        row, sealed = self._sealed(event)
+        await self.execute(APPEND, row)
         return sealed
+
+    async def append_many(self, events: list[PendingEvent]) -> list[SealedEvent]:
+        """Append many events, each as `append` would (a backend may send them in fewer statements)."""
+        return [await self.append(event) for event in events]
+
+    async def save_labels(self, states: list[LabelState]) -> None:
+        """`save_label` for many labels (a backend may send them in fewer statements)."""
+        for state in states:
+            await self.save_label(state)
 
     async def save_label(self, state: LabelState) -> None:
         """Write the state folded from one more event: insert it on version 1, else move the row on from the

@@ -66,12 +66,10 @@ def live_in_run(state: LabelState | None, run_id: str, label_id: str) -> LabelSt
     return state
 
 
-async def _record(
-    tx: LabelWrites, actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event
-) -> LabelState:
-    """Append one event after `state` and fold it into the read model, in the caller's transaction."""
+def _pending(actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event) -> PendingEvent:
+    """The next event of a label after `state` (None: its first)."""
     now = utc_now()
-    pending = PendingEvent(
+    return PendingEvent(
         account_id=actor.account_id,
         stream_id=label_id,
         version=1 if state is None else state.version + 1,
@@ -84,7 +82,13 @@ async def _record(
         reason=actor.reason,
         prev_hash=GENESIS_HASH if state is None else state.hash,
     )
-    new_state = apply(state, await tx.append(pending))
+
+
+async def _record(
+    tx: LabelWrites, actor: Actor, state: LabelState | None, label_id: str, run_id: str, data: Event
+) -> LabelState:
+    """Append one event after `state` and fold it into the read model, in the caller's transaction."""
+    new_state = apply(state, await tx.append(_pending(actor, state, label_id, run_id, data)))
     await tx.save_label(new_state)
     return new_state
 
@@ -317,7 +321,8 @@ async def import_batch(
         live = await tx.live_labels_named(actor.account_id, run_id, names)
         if actor.idempotency is not None:
             await claim(tx, actor.account_id, actor.idempotency)
-        items, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
+        # (label id, state before or None, event data, outcome) of each item, then one append and one save of all.
+        planned: list[tuple[str, LabelState | None, Event | None, str]] = []
         for new in batch.labels:
             state = live.get(new.output_resource_name)
             if state is None:
@@ -330,20 +335,25 @@ async def import_batch(
                     if new.object_value != NULL
                     else None,
                 )
-                state, outcome = await _record(tx, actor, None, str(uuid.uuid4()), run_id, data), "created"
+                planned.append((str(uuid.uuid4()), None, data, "created"))
             elif _same_value(state, new):
-                outcome = "unchanged"
+                planned.append((state.id, state, None, "unchanged"))
             else:
-                patch = LabelPatch(
-                    text_value=new.text_value,
-                    object_value=new.object_value,
-                    object_value_is_partial=new.object_value_is_partial,
-                )
                 if new.text_value is None and new.object_value == NULL:
                     data = GoldLabelUpdated()  # the label is made empty, as a create without a value would be
                 else:
+                    patch = LabelPatch(new.text_value, new.object_value, new.object_value_is_partial)
                     data = _updated(state, patch)
-                state, outcome = await _record(tx, actor, state, state.id, run_id, data), "updated"
+                planned.append((state.id, state, data, "updated"))
+        changes = [(label_id, state, data) for label_id, state, data, _ in planned if data is not None]
+        sealed = await tx.append_many(
+            [_pending(actor, state, label_id, run_id, data) for label_id, state, data in changes]
+        )
+        after = {label_id: apply(state, event) for (label_id, state, _), event in zip(changes, sealed, strict=True)}
+        await tx.save_labels(list(after.values()))
+        items, counts = [], {"created": 0, "updated": 0, "unchanged": 0}
+        for label_id, state, _, outcome in planned:
+            state = after.get(label_id, state)
             counts[outcome] += 1
             items.append(BatchItem(state.id, state.output_resource_name, state.version, outcome))
         outcome = BatchOutcome(**counts, labels=items)
