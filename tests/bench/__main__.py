@@ -23,6 +23,7 @@ BENCHMARKS = {
     "feed-under-writers": audit.feed_under_writers,
     "scale": scale.put_at_scale,
     "log": log.verifiable_log,
+    "batch": writes.batch_import,
 }
 
 

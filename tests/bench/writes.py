@@ -297,3 +297,65 @@ def record_wrk(
 def _as_list(context) -> Iterator[list[str]]:
     with context as base:
         yield [base]
+
+
+def batch_import(bench: Bench, backend: str, rounds: int = 3) -> None:
+    """POST …/gold-labels/batch of 10,000 new labels against the raw SQL that writes the same events and
+    read-model rows (INSERT … SELECT FROM unnest, the rows made beforehand): the database's own speed."""
+    size = bench.n(10_000) if bench.n(10_000) < 10_000 else 10_000
+    bearer = token(ACCOUNT, "bench", ttl=36000)
+    with bench.database(backend) as url, bench.servers(url, workers=1, GOLDTRAIL_INTEGRATOR="off") as (base,):
+        rates = []
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {bearer}"}, timeout=600) as client:
+            for round_ in range(rounds):
+                labels = [{"output_resource_name": f"o{round_}-{n}", "text_value": f"value {n}"} for n in range(size)]
+                started = time.perf_counter()
+                response = client.post(f"/v1/run/{uuid.uuid4()}/gold-labels/batch", json={"labels": labels})
+                assert response.status_code == 200 and response.json()["created"] == size, response.text
+                rates.append(size / (time.perf_counter() - started))
+        rate = _median(rates)
+        bench.record("batch import", backend, f"{size:,} new labels a request", rate, "labels/s",
+                     f"median of {rounds}, over HTTP, 1 worker")  # fmt: skip
+    if backend != "postgres":
+        return
+    with bench.database(backend) as url:
+        raw = []
+        dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        import psycopg
+
+        from tests.bench.generate import label_events
+
+        for _ in range(rounds):
+            run = str(uuid.uuid4())
+            events = [(event, payload, digest) for event, payload, digest in label_events(ACCOUNT, run, size, 1)]
+            event_rows = [
+                (e.account_id, e.stream_id, e.version, e.run_id, e.type, p.decode(), e.actor, e.recorded_at,
+                 e.request_id, e.reason, e.prev_hash, d, 2) for e, p, d in events
+            ]  # fmt: skip
+            label_rows = [
+                (e.account_id, e.stream_id, e.run_id, e.data.output_resource_name, e.data.text_value, None, None,
+                 e.actor, e.recorded_at, e.actor, e.recorded_at, None, None, 1, d) for e, _, d in events
+            ]  # fmt: skip
+            with psycopg.connect(dsn) as conn:
+                started = time.perf_counter()
+                conn.execute(
+                    "INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at,"
+                    " request_id, reason, prev_hash, hash, chain) SELECT * FROM unnest(%s::text[], %s::text[],"
+                    " %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamptz[], %s::text[],"
+                    " %s::text[], %s::text[], %s::text[], %s::smallint[])",
+                    [list(column) for column in zip(*event_rows, strict=True)],
+                )
+                conn.execute(
+                    "INSERT INTO gold_labels (account_id, id, run_id, output_resource_name, text_value, object_value,"
+                    " object_value_is_partial, created_by, created_at, updated_by, updated_at, deleted_by, deleted_at,"
+                    " version, hash) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+                    " %s::text[], %s::boolean[], %s::text[], %s::timestamptz[], %s::text[], %s::timestamptz[],"
+                    " %s::text[], %s::timestamptz[], %s::int[], %s::text[])",
+                    [list(column) for column in zip(*label_rows, strict=True)],
+                )
+                conn.commit()
+                raw.append(size / (time.perf_counter() - started))
+        reference = _median(raw)
+        bench.record("reference: raw SQL", backend, f"{size:,} events + rows, INSERT … SELECT", reference,
+                     "labels/s", "the same rows, made beforehand; one transaction")  # fmt: skip
+        bench.record("batch vs raw SQL", backend, "throughput ratio", rate / reference, "x", "target >= 0.3")
