@@ -131,6 +131,8 @@ DOCUMENTED_RULES = (
     "output_resource_name must be 1 to 500 characters",
     "nothing to update",
     "output_resource_name cannot be changed",
+    "is in the batch twice",  # a batch names each output resource at most once
+    "a log only grows",  # a consistency proof goes from a smaller tree to a larger one
 )
 
 

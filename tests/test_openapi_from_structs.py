@@ -17,13 +17,15 @@ from service.http.errors import Error
 from service.http.views import Change, FeedEvent, FeedPage, HistoryEntry, RunGoldLabel, Status
 from service.settings import load_settings
 from service.usecases.audit import Digest
-from service.usecases.commands import LabelPatch, NewLabel
+from service.usecases.commands import LabelBatch, LabelPatch, NewLabel
+from service.usecases.labels import BatchItem, BatchOutcome
 from service.usecases.log import ConsistencyProof, Cosignature, InclusionProof
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "contract" / "gold-labels.openapi.yaml"
 STRUCTS = (
     *(RunGoldLabel, NewLabel, LabelPatch, HistoryEntry, Change, FeedEvent, FeedPage, Digest, Error, Status),
     *(InclusionProof, ConsistencyProof, Cosignature),
+    *(LabelBatch, BatchOutcome, BatchItem),
 )
 LABELS = "/v1/run/{run_id}/gold-labels"
 LABEL = "/v1/run/{run_id}/gold-label/{gold_label_id}"

@@ -53,6 +53,21 @@ QUERY = {
     # entries read so far, or an older "<tx>-<position>" cursor; empty: from the start
     "after": {"type": "string", "pattern": "^([0-9]{1,19}|[0-9]{1,19}-[0-9]{1,19})?$"},
 }
+# The request headers the write routes read (the handlers parse them themselves).
+HEADERS = {
+    name: spec.Parameter(name=name, param_in="header", required=False, description=text, schema=schema)
+    for name, text, schema in (
+        ("If-Match", 'write only at one of these versions, e.g. "3" (412 otherwise)', {"type": "string"}),
+        (
+            "Idempotency-Key",
+            "1 to 255 printable ASCII characters: a retry with the same key and request is answered as the first",
+            {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+        ),
+        ("X-Change-Reason", "why: recorded on the event (UTF-8, up to 2000 characters)", {"type": "string"}),
+        ("X-Request-ID", "recorded on the event and echoed on the response", {"type": "string"}),
+    )
+}
+_WRITE = ("Idempotency-Key", "X-Change-Reason", "X-Request-ID")
 _ERRORS = {
     400: "The request is malformed; the error names the field",
     401: "Missing or untrusted bearer token",
@@ -81,6 +96,7 @@ def described(
     public: bool = False,
     required: tuple[str, ...] = (),
     query: dict[str, dict[str, Any]] | None = None,
+    headers: tuple[str, ...] = (),
 ) -> type[spec.Operation]:
     """An Operation class that documents a route's body, its answer and its errors (given as Python types)."""
     content = _TEXT if answer is str else _json(answer) if answer else None
@@ -105,17 +121,18 @@ def described(
                     parameter.required = parameter.name in required
             if request_body is not None:
                 self.request_body = request_body  # type: ignore[assignment]
+            self.parameters = [*(self.parameters or ()), *(HEADERS[name] for name in headers)]
 
     return Described
 
 
-BATCH = described(200, BatchOutcome, (400, 403, 409, 413, 415, 422), LabelBatch)
-CREATE = described(201, RunGoldLabel, (400, 403, 409, 413, 415, 422), NewLabel)
+BATCH = described(200, BatchOutcome, (400, 403, 409, 413, 415, 422), LabelBatch, headers=_WRITE)
+CREATE = described(201, RunGoldLabel, (400, 403, 409, 413, 415, 422), NewLabel, headers=_WRITE)
 # A page of a run's labels ends where `after` (the opaque cursor of a Link: rel="next") says.
 LIST = described(200, list[RunGoldLabel], (400, 403, 404), query={"after": {"type": "string", "minLength": 1}})
 GET = described(200, RunGoldLabel, (400, 403, 404))
-UPDATE = described(200, RunGoldLabel, (400, 403, 404, 412, 413, 415, 422), LabelPatch)
-DELETE = described(204, None, (400, 403, 404, 412, 422))
+UPDATE = described(200, RunGoldLabel, (400, 403, 404, 412, 413, 415, 422), LabelPatch, headers=("If-Match", *_WRITE))
+DELETE = described(204, None, (400, 403, 404, 412, 422), headers=("If-Match", *_WRITE))
 HISTORY = described(200, list[HistoryEntry], (400, 403, 404))
 FEED = described(200, FeedPage, (400, 403))
 DIGEST = described(200, Digest, (400, 403, 404))

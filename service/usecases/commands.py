@@ -50,7 +50,10 @@ MAX_BATCH = 10_000
 
 
 class LabelBatch(msgspec.Struct, frozen=True):
-    """Import a run's labels (POST …/gold-labels/batch): each item upserts the label of its output resource."""
+    """Import a run's labels (POST …/gold-labels/batch): each item upserts the label of its output resource.
+
+    An output resource appears at most once in a batch (400 otherwise).
+    """
 
     labels: Annotated[list[NewLabel], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
 
