@@ -15,6 +15,7 @@ from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
     "put": writes.put_throughput,
+    "put-after-import": writes.put_after_bulk_import,
     "post": writes.post_throughput,
     "serving": serving.serving_defaults,
     "rebuild": audit.rebuild_and_feed,

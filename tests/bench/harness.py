@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
+import sqlalchemy as sa
 
 from service.storage.migrate import migrate
 from tests.helpers import SECRET, drop_postgres_database, fresh_database_url
@@ -58,6 +59,20 @@ class Bench:
         finally:
             if backend == "postgres":
                 drop_postgres_database(url)
+
+    def sql(self, url: str, *statements: str) -> None:
+        """Run statements on the database in autocommit (ANALYZE and ALTER TABLE … SET need no transaction)."""
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as connection:
+                for statement in statements:
+                    connection.exec_driver_sql(statement)
+        finally:
+            engine.dispose()
+
+    def analyze(self, url: str) -> None:
+        """Fresh planner statistics, as a deployment has once autovacuum came round."""
+        self.sql(url, "ANALYZE")
 
     def environment(self, url: str, **extra: str) -> dict[str, str]:
         return clean_environment(
