@@ -120,7 +120,7 @@ SERVICE_STATUSES = {
     for method, operation in methods.items()
 }
 # Query parameters the served schema leaves as free strings: see test_the_served_schema_types_the_query_parameters.
-UNTYPED_QUERY_PARAMETERS = {"as_of", "version", "limit", "position", "after"}
+UNTYPED_QUERY_PARAMETERS = {"as_of", "version", "limit", "position", "after", "from", "to"}
 # The README's rules that a JSON Schema cannot (or the schema does not) express: schema-valid input may break them.
 DOCUMENTED_RULES = (
     "not both",  # a label holds a text_value or an object_value
@@ -133,6 +133,7 @@ DOCUMENTED_RULES = (
     "output_resource_name cannot be changed",
     "is in the batch twice",  # a batch names each output resource at most once
     "a log only grows",  # a consistency proof goes from a smaller tree to a larger one
+    "must not be later than to",  # a run's changes go from the earlier time to the later one
 )
 
 

@@ -14,7 +14,16 @@ from litestar.testing import TestClient
 from service.http import openapi
 from service.http.app import create_app
 from service.http.errors import Error
-from service.http.views import Change, FeedEvent, FeedPage, HistoryEntry, RunGoldLabel, Status
+from service.http.views import (
+    Change,
+    FeedEvent,
+    FeedPage,
+    GoldLabelChange,
+    HistoryEntry,
+    RunGoldLabel,
+    RunSummary,
+    Status,
+)
 from service.settings import load_settings
 from service.usecases.audit import Digest
 from service.usecases.commands import LabelBatch, LabelPatch, NewLabel
@@ -26,6 +35,7 @@ STRUCTS = (
     *(RunGoldLabel, NewLabel, LabelPatch, HistoryEntry, Change, FeedEvent, FeedPage, Digest, Error, Status),
     *(InclusionProof, ConsistencyProof, Cosignature),
     *(LabelBatch, BatchOutcome, BatchItem),
+    *(RunSummary, GoldLabelChange),
 )
 LABELS = "/v1/run/{run_id}/gold-labels"
 LABEL = "/v1/run/{run_id}/gold-label/{gold_label_id}"

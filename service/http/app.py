@@ -22,6 +22,7 @@ from service.http.health import healthz, readyz
 from service.http.labels import LABEL_ROUTES
 from service.http.log import LOG_ROUTES
 from service.http.request_log import configure_logging, logged
+from service.http.runs import RUN_ROUTES
 from service.http.server import head_bytes, refuse_oversized_head
 from service.metrics import MetricsController
 from service.settings import Settings, dev_checkpoint_key, load_settings
@@ -70,7 +71,7 @@ def _v1() -> Router:
     """Every /v1 route, with bearer auth on all of them."""
     return Router(
         path="/v1",
-        route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES, *LOG_ROUTES],
+        route_handlers=[*LABEL_ROUTES, *AUDIT_ROUTES, *LOG_ROUTES, *RUN_ROUTES],
         middleware=[DefineMiddleware(BearerAuthMiddleware)],
     )
 
@@ -99,7 +100,12 @@ def create_app(settings: Settings) -> Litestar:
 
     app = GoldtrailApp(
         # With a metrics port of its own, /metrics is served there (see `goldtrail serve`), not on the API port.
-        route_handlers=[_v1(), healthz, readyz, *([] if settings.metrics_port else [MetricsController])],
+        route_handlers=[
+            _v1(),
+            healthz,
+            readyz,
+            *([] if settings.metrics_port else [MetricsController]),
+        ],
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -235,11 +235,15 @@ class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-def requires(scope: str) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+def requires(scope: str, *alternatives: str) -> Callable[[ASGIConnection, BaseRouteHandler], Awaitable[None]]:
+    """A guard that lets a token through when it has `scope` (or one of the `alternatives`)."""
+    accepted = frozenset((scope, *alternatives))
+    wanted = " or ".join(repr(name) for name in (scope, *alternatives))
+
     # async, so Litestar calls it inline instead of handing it to a thread pool on every request
     async def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
-        if scope not in connection.user.scopes:
-            raise PermissionDeniedException(detail=f"this token lacks the {scope!r} scope")
+        if not accepted & connection.user.scopes:
+            raise PermissionDeniedException(detail=f"this token lacks the {wanted} scope")
 
     guard.__name__ = f"requires_{scope.replace(':', '_')}"
     return guard

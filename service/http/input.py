@@ -129,12 +129,12 @@ async def batch_body(request: Request, limit: int) -> bytes:
 _UNENCODED_PLUS = re.compile(r" (?=\d\d:?\d\d$)")
 
 
-def parse_moment(value: str) -> datetime:
+def parse_moment(value: str, name: str = "as_of") -> datetime:
     try:
         return parse_time(_UNENCODED_PLUS.sub("+", value))
     except (ValueError, OverflowError):
         raise InvalidInput(
-            f"as_of must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", "as_of"
+            f"{name} must be an RFC 3339 time with an offset, e.g. 2026-01-31T12:00:00Z; got {value[:60]!r}", name
         ) from None
 
 

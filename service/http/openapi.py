@@ -11,7 +11,7 @@ import msgspec
 from litestar.openapi import spec
 
 from service.http.errors import Error
-from service.http.views import FeedPage, HistoryEntry, RunGoldLabel, Status
+from service.http.views import FeedPage, GoldLabelChange, HistoryEntry, RunGoldLabel, RunSummary, Status
 from service.usecases.audit import Digest
 from service.usecases.commands import LabelBatch, LabelPatch, NewLabel
 from service.usecases.labels import BatchOutcome
@@ -146,3 +146,15 @@ INCLUSION = described(200, InclusionProof, (400, 403, 404), required=("log_index
 CONSISTENCY = described(200, ConsistencyProof, (400, 403, 404), required=("from", "to"))
 COSIGNATURE = described(204, None, (400, 403, 404, 415), Cosignature)
 PROOF_BUNDLE = described(200, dict, (400, 403, 404), required=("version",))
+
+# What the auditor console reads, for any client (service/http/runs.py)
+_PAGE_AFTER = {"after": {"type": "string", "minLength": 1}}  # the opaque cursor of a Link: rel="next"
+RUNS = described(200, list[RunSummary], (400, 403), query={**_PAGE_AFTER, "q": {"type": "string", "maxLength": 200}})
+_MOMENT = {"type": "string", "format": "date-time"}
+CHANGES = described(
+    200,
+    list[GoldLabelChange],
+    (400, 403, 404),
+    required=("from",),
+    query={**_PAGE_AFTER, "from": _MOMENT, "to": _MOMENT},
+)

@@ -4,7 +4,7 @@ health, each encoded once. These Structs are also what the OpenAPI schema is gen
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -88,6 +88,31 @@ class FeedPage(msgspec.Struct, frozen=True):
 
 class Status(msgspec.Struct, frozen=True):
     status: str
+
+
+class RunSummary(msgspec.Struct, frozen=True):
+    """One run of the account: its labels (live now, and ever created), its events, and its newest event."""
+
+    run_id: Uuid
+    live_labels: int
+    labels: int
+    events: int
+    last_changed_at: Timestamp
+    last_changed_by: str
+    last_change: str  # the newest event's type
+
+
+class GoldLabelChange(msgspec.Struct, frozen=True):
+    """How one label of a run differs between two times: `added` (live only at `to`), `removed` (only at
+    `from`) or `changed` (live at both, another value); the label at each time, with its version then."""
+
+    id: Uuid
+    output_resource_name: str
+    change: Literal["added", "changed", "removed"]
+    before: RunGoldLabel | None
+    after: RunGoldLabel | None
+    before_version: Version | None
+    after_version: Version | None
 
 
 _encoder = msgspec.json.Encoder()

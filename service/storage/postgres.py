@@ -181,6 +181,7 @@ class PostgresReads(Reads):
     # in flight: below that horizon nothing new can appear (events.feed).
     HORIZON = "tx_id < pg_snapshot_xmin(pg_current_snapshot())"
     TIME_TEXT = """to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    DAY = "CAST(e.recorded_at AT TIME ZONE 'UTC' AS DATE)"
 
     def __init__(self, connection: psycopg.AsyncConnection, *, transaction: bool = False, snapshot: bool = False):
         self.connection = connection

@@ -59,6 +59,8 @@ events = sa.Table(
     sa.Index("ix_events_account_run", "account_id", "run_id", "position"),
     sa.Index("ix_events_feed", "tx_id", "position"),
     sa.Index("ix_events_account_feed", "account_id", "tx_id", "position"),
+    # The console's activity page and exports: an account's events by time (migration 0006).
+    sa.Index("ix_events_account_time", "account_id", "recorded_at", "stream_id", "version", "actor"),
 )
 
 gold_labels = sa.Table(
@@ -81,6 +83,13 @@ gold_labels = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
     sa.Index("ix_gold_labels_run_order", "account_id", "run_id", "created_at", "id"),
+    # The console's search by output resource name, deleted labels included (migration 0006).
+    sa.Index(
+        "ix_gold_labels_account_output",
+        "account_id",
+        "output_resource_name",
+        postgresql_ops={"output_resource_name": "text_pattern_ops"},
+    ),
     # One live label per output resource of a run; deleted labels free the name.
     sa.Index(
         "uq_gold_labels_live_output",

@@ -133,6 +133,69 @@ ADD_COSIGNATURE = (
 )
 
 
+# The auditor console ---------------------------------------------------------------------------------
+
+# Every run of an account with the position of its newest event, walking ix_events_account_run one run at a
+# time from the largest run id down (a GROUP BY would read every event of the account). Each step finds the
+# next run and its newest event with one index probe, handing both on as one text: run ids are canonical
+# UUIDs, 36 characters, so the position follows at character 37.
+RUNS_WALK = """(WITH RECURSIVE walk(found) AS (
+  SELECT (SELECT run_id || position FROM events WHERE account_id = :account_id
+          ORDER BY run_id DESC, position DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT e.run_id || e.position FROM events e
+          WHERE e.account_id = :account_id AND e.run_id < substr(w.found, 1, 36)
+          ORDER BY e.run_id DESC, e.position DESC LIMIT 1)
+  FROM walk w WHERE w.found IS NOT NULL
+) SELECT substr(found, 1, 36) AS run_id, CAST(substr(found, 37) AS BIGINT) AS newest FROM walk
+  WHERE found IS NOT NULL) AS runs"""
+# The runs that ever held a label of a name (ix_gold_labels_account_output), each with its newest event.
+RUNS_NAMED = (
+    "SELECT named.run_id, (SELECT max(e.position) FROM events e WHERE e.account_id = :account_id"
+    " AND e.run_id = named.run_id) AS newest"
+    " FROM (SELECT DISTINCT run_id FROM gold_labels WHERE account_id = :account_id AND {name_prefix}) AS named"
+)
+NEWEST_OF_RUN = "SELECT max(position) FROM events WHERE account_id = :account_id AND run_id = :run_id"
+RUN_TOTALS = (
+    "SELECT run_id, count(*), sum(CASE WHEN deleted_at IS NULL THEN 1 ELSE 0 END), sum(version) FROM gold_labels"
+    " WHERE account_id = :account_id AND run_id IN ({runs}) GROUP BY run_id"
+)
+LABELS_OF_RUN = f"SELECT {_LABEL_COLUMNS} FROM gold_labels WHERE account_id = :account_id AND run_id = :run_id"
+# A label is live at a moment when it was created by then and not deleted by then: a deleted label's row keeps
+# when it was deleted, and a label's events never go back in time.
+LIVE_AT = "created_at <= :at AND (deleted_at IS NULL OR deleted_at > :at)"
+STREAM_VERSIONS = STREAM_WITH_INDEX.replace(" ORDER BY", " AND e.version BETWEEN :first AND :last ORDER BY")
+# Each event with its log index and its label's output resource name.
+_FILTERED_EVENTS = (
+    f"SELECT {_LOGGED_EVENT_COLUMNS}, l.log_index, g.output_resource_name FROM events e"
+    " LEFT JOIN log_leaves l ON l.account_id = e.account_id AND l.position = e.position"
+    " LEFT JOIN gold_labels g ON g.account_id = e.account_id AND g.id = e.stream_id"
+)
+_EVENT_FILTERS = {
+    "actor": "e.actor = :actor",
+    "type": "e.type = :type",
+    "run_id": "e.run_id = :run_id",
+    "since": "e.recorded_at >= :since",
+    "until": "e.recorded_at < :until",
+}
+
+
+class EventFilter(msgspec.Struct, frozen=True):
+    """Which of an account's events the activity page shows: each given field must match (times: since
+    inclusive, until exclusive)."""
+
+    actor: str | None = None
+    type: str | None = None
+    run_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _marks(prefix: str, values: list) -> tuple[str, dict[str, Any]]:
+    """`:p0, :p1, ...` and their parameters, for an IN list."""
+    return ", ".join(f":{prefix}{n}" for n in range(len(values))), {f"{prefix}{n}": v for n, v in enumerate(values)}
+
+
 class EarlierClaim(msgspec.Struct, frozen=True):
     """What an Idempotency-Key already holds: the request it was claimed for, when, and its answer."""
 
@@ -433,6 +496,162 @@ class Reads:
             " ORDER BY e.position LIMIT :limit"
         )
         return [(account_id, position) for account_id, position in await self._all(sql, {"limit": limit})]
+
+    # The auditor console (DESIGN.md §3.2): a page's worth of work, however big the account -----------
+
+    # `DAY` is a backend's spelling of an event's UTC day (a date, or its 'YYYY-MM-DD' text), `NAME_PREFIX` its
+    # case-sensitive prefix match of output resource names (standard LIKE here).
+    DAY: str
+    NAME_PREFIX = "output_resource_name LIKE :name_pattern ESCAPE '\\'"
+
+    @staticmethod
+    def name_pattern(prefix: str) -> str:
+        """The NAME_PREFIX parameter that matches names starting with `prefix`."""
+        return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+    async def newest_runs(
+        self, account_id: str, before: int | None, limit: int, run_prefix: str | None = None, name: str | None = None
+    ) -> list[tuple[str, int]]:
+        """Up to `limit` runs of the account, the most recently changed first: (run id, position of its newest
+        event), those whose newest event is before `before` when given. With `run_prefix` and/or `name`, only
+        runs whose id starts with it or that ever held a label whose output resource name starts with it."""
+        params: dict[str, Any] = {"account_id": account_id, "before": before, "limit": limit}
+        found = []
+        if run_prefix is not None or name is None:
+            params["run_pattern"] = f"{run_prefix or ''}%"
+            found.append(f"SELECT run_id, newest FROM {RUNS_WALK} WHERE run_id LIKE :run_pattern")
+        if name is not None:
+            params["name_pattern"] = self.name_pattern(name)
+            found.append(RUNS_NAMED.format(name_prefix=self.NAME_PREFIX))
+        before_clause = "" if before is None else " WHERE newest < :before"
+        sql = (
+            f"SELECT run_id, newest FROM ({' UNION '.join(found)}) AS found{before_clause}"
+            " ORDER BY newest DESC LIMIT :limit"
+        )
+        return [(run_id, newest) for run_id, newest in await self._all(sql, params)]
+
+    async def newest_position(self, account_id: str, run_id: str) -> int | None:
+        """The position of the run's newest event (None for a run the account never had)."""
+        row = await self._one(NEWEST_OF_RUN, {"account_id": account_id, "run_id": run_id})
+        return None if row is None else row[0]
+
+    async def run_totals(self, account_id: str, run_ids: list[str]) -> dict[str, tuple[int, int, int]]:
+        """(labels ever created, live labels, events) of each run: a label's version counts its events."""
+        if not run_ids:
+            return {}
+        marks, params = _marks("r", run_ids)
+        sql = RUN_TOTALS.format(runs=marks)
+        rows = await self._all(sql, {"account_id": account_id, **params})
+        return {run_id: (labels, live, events) for run_id, labels, live, events in rows}
+
+    async def events_at(self, account_id: str, positions: list[int]) -> dict[int, RecordedEvent]:
+        """The account's events at these positions, by position."""
+        if not positions:
+            return {}
+        marks, params = _marks("p", positions)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE account_id = :account_id AND position IN ({marks})"
+        rows = await self._all(sql, {"account_id": account_id, **params})
+        return {row[0]: event_from_row(row, self.time) for row in rows}
+
+    async def labels_live_at(
+        self, account_id: str, run_id: str, at: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> list[LabelState]:
+        """Up to `limit` of the run's labels that were live at `at` (created by then and not yet deleted), in
+        list order, after (created_at, id) when given; as the read model holds them now."""
+        params: dict[str, Any] = {"account_id": account_id, "run_id": run_id, "at": at, "limit": limit}
+        where = LIVE_AT
+        if after is not None:
+            params["after_created_at"], params["after_id"] = after
+            where += " AND (created_at, id) > (:after_created_at, :after_id)"
+        rows = await self._all(f"{LABELS_OF_RUN} AND {where} ORDER BY created_at, id LIMIT :limit", params)
+        return [label_from_row(row, self.time) for row in rows]
+
+    async def count_live_at(self, account_id: str, run_id: str, at: datetime) -> int:
+        """How many of the run's labels were live at `at`."""
+        params = {"account_id": account_id, "run_id": run_id, "at": at}
+        row = await self._one(LABELS_OF_RUN.replace(_LABEL_COLUMNS, "count(*)", 1) + f" AND {LIVE_AT}", params)
+        return row[0]
+
+    async def labels_changed_between(
+        self,
+        account_id: str,
+        run_id: str,
+        start: datetime,
+        end: datetime,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[LabelState]:
+        """Up to `limit` of the run's labels, in list order after (created_at, id), that may differ between
+        `start` and `end`: created by `end`, and changed (or deleted) after `start`."""
+        params: dict[str, Any] = {"account_id": account_id, "run_id": run_id, "start": start, "end": end}
+        where = "created_at <= :end AND coalesce(deleted_at, updated_at) > :start"
+        if after is not None:
+            params["after_created_at"], params["after_id"] = after
+            where += " AND (created_at, id) > (:after_created_at, :after_id)"
+        sql = f"{LABELS_OF_RUN} AND {where} ORDER BY created_at, id LIMIT :limit"
+        rows = await self._all(sql, {**params, "limit": limit})
+        return [label_from_row(row, self.time) for row in rows]
+
+    async def streams_until(self, account_id: str, label_ids: list[str], at: datetime) -> list[RecordedEvent]:
+        """The events of these labels recorded at or before `at`, label by label, each in version order."""
+        if not label_ids:
+            return []
+        marks, params = _marks("s", label_ids)
+        sql = (
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE account_id = :account_id AND stream_id IN ({marks})"
+            " AND recorded_at <= :at ORDER BY stream_id, version"
+        )
+        rows = await self._all(sql, {"account_id": account_id, "at": at, **params})
+        return [event_from_row(row, self.time) for row in rows]
+
+    async def stream_versions(self, account_id: str, label_id: str, first: int, last: int) -> list[RecordedEvent]:
+        """The label's events of versions `first` to `last`, in version order, each with its log index."""
+        params = {"account_id": account_id, "stream_id": label_id, "first": first, "last": last}
+        rows = await self._all(STREAM_VERSIONS, params)
+        return [event_from_row(row, self.time, row[13]) for row in rows]
+
+    def _events_where(self, account_id: str, chosen: EventFilter) -> tuple[str, dict[str, Any]]:
+        where, params = ["e.account_id = :account_id"], {"account_id": account_id}
+        for name, condition in _EVENT_FILTERS.items():
+            value = getattr(chosen, name)
+            if value is not None:
+                where.append(condition)
+                params[name] = value
+        return " AND ".join(where), params
+
+    async def events_page(
+        self, account_id: str, chosen: EventFilter, before: tuple[datetime, str, int] | None, limit: int
+    ) -> list[tuple[RecordedEvent, str]]:
+        """Up to `limit` of the account's events that the filter keeps, newest first (by time, then label and
+        version), older than `before` (recorded_at, label id, version) when given; each with its log index, and
+        its label's output resource name."""
+        where, params = self._events_where(account_id, chosen)
+        if before is not None:
+            where += " AND (e.recorded_at, e.stream_id, e.version) < (:before_at, :before_stream, :before_version)"
+            params["before_at"], params["before_stream"], params["before_version"] = before
+        sql = (
+            f"{_FILTERED_EVENTS} WHERE {where}"
+            " ORDER BY e.recorded_at DESC, e.stream_id DESC, e.version DESC LIMIT :limit"
+        )
+        rows = await self._all(sql, {**params, "limit": limit})
+        return [(event_from_row(row, self.time, row[13]), row[14]) for row in rows]
+
+    async def filtered_events(
+        self, account_id: str, chosen: EventFilter, batch_size: int = 2000
+    ) -> AsyncIterator[tuple[RecordedEvent, str]]:
+        """Every event of the account that the filter keeps, oldest first (the activity page's order reversed),
+        in batches: an export of any size in flat memory."""
+        where, params = self._events_where(account_id, chosen)
+        sql = f"{_FILTERED_EVENTS} WHERE {where} ORDER BY e.recorded_at, e.stream_id, e.version"
+        async for batch in self._batches(sql, params, batch_size):
+            for row in batch:
+                yield event_from_row(row, self.time, row[13]), row[14]
+
+    async def changes_per_day(self, account_id: str, chosen: EventFilter) -> list[tuple[str, str, int]]:
+        """(UTC day 'YYYY-MM-DD', actor, events) of the events the filter keeps (give it a time range)."""
+        where, params = self._events_where(account_id, chosen)
+        sql = f"SELECT {self.DAY} AS day, e.actor, count(*) FROM events e WHERE {where} GROUP BY day, e.actor"
+        return [(str(day), actor, count) for day, actor, count in await self._all(sql, params)]
 
 
 class Maintenance(Reads):

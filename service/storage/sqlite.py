@@ -156,6 +156,13 @@ class SqliteReads(Reads):
 
     # The time as the hash has it, from the fixed-width text stored: 2026-01-01T00:00:00.000001Z.
     TIME_TEXT = "replace(recorded_at, ' ', 'T') || 'Z'"
+    DAY = "substr(e.recorded_at, 1, 10)"  # the stored text starts with the UTC day
+    # SQLite's LIKE ignores the case of ASCII letters (and then uses no index): GLOB is case-sensitive.
+    NAME_PREFIX = "output_resource_name GLOB :name_pattern"
+
+    @staticmethod
+    def name_pattern(prefix: str) -> str:
+        return "".join(f"[{c}]" if c in "*?[" else c for c in prefix) + "*"
 
     def __init__(self, connection: Any, *, transaction: bool = False, begin: str = "BEGIN") -> None:
         self.connection = connection  # an aiosqlite.Connection
