@@ -28,6 +28,7 @@ from litestar.testing import TestClient
 from service.http.app import create_app
 from service.settings import Settings
 from service.storage.database import sync_url
+from tests.browser import CHROMIUM, browser_problem
 from tests.helpers import POSTGRES_ADMIN_URL, database_of_its_own, make_settings, postgres_problem
 
 REQUIRE_POSTGRES = os.environ.get("GOLDTRAIL_TEST_REQUIRE_POSTGRES") == "1"
@@ -36,10 +37,16 @@ BACKENDS = ["sqlite", "postgres"]
 _POSTGRES_PROBLEM = postgres_problem()
 
 
-def pytest_report_header(config) -> str:
+def pytest_report_header(config) -> list[str]:
     if _POSTGRES_PROBLEM:
-        return f"goldtrail: {_POSTGRES_PROBLEM}; PostgreSQL tests will be skipped (set GOLDTRAIL_TEST_POSTGRES_URL)"
-    return f"goldtrail: PostgreSQL tests run against {POSTGRES_ADMIN_URL} (a fresh database per run)"
+        lines = [f"goldtrail: {_POSTGRES_PROBLEM}; PostgreSQL tests will be skipped (set GOLDTRAIL_TEST_POSTGRES_URL)"]
+    else:
+        lines = [f"goldtrail: PostgreSQL tests run against {POSTGRES_ADMIN_URL} (a fresh database per run)"]
+    browser = browser_problem()
+    lines.append(
+        f"goldtrail: {browser}; browser tests will be skipped" if browser else f"goldtrail: Chromium {CHROMIUM}"
+    )
+    return lines
 
 
 def require_postgres() -> None:

@@ -16,6 +16,7 @@ from litestar.routes import HTTPRoute
 from service.http import openapi
 from service.http.audit import AUDIT_ROUTES
 from service.http.auth import BearerAuthMiddleware, TokenVerifier
+from service.http.console import console_router, templates
 from service.http.docs_page import SwaggerUIPage, docs_router
 from service.http.errors import EXCEPTION_HANDLERS
 from service.http.health import healthz, readyz
@@ -102,10 +103,12 @@ def create_app(settings: Settings) -> Litestar:
         # With a metrics port of its own, /metrics is served there (see `goldtrail serve`), not on the API port.
         route_handlers=[
             _v1(),
+            console_router(),
             healthz,
             readyz,
             *([] if settings.metrics_port else [MetricsController]),
         ],
+        template_config=templates(),
         lifespan=[database],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
