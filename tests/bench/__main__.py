@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import audit, log, scale, serving, writes
+from tests.bench import audit, console, log, scale, serving, writes
 from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
@@ -25,6 +25,7 @@ BENCHMARKS = {
     "scale": scale.put_at_scale,
     "log": log.verifiable_log,
     "batch": writes.batch_import,
+    "console": console.console_pages,
 }
 
 
