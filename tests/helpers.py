@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -180,6 +181,31 @@ def database_of_its_own(backend: str, tmp_dir: Path, *, migrated: bool = True) -
 
 
 # --- what a database holds ----------------------------------------------------------------------------
+
+
+def writing_now(url: str) -> bool:
+    """Whether a transaction holds uncommitted writes on this database right now (another connection's).
+
+    PostgreSQL: a backend of the database with a transaction id (taken at its first write). SQLite: the
+    write lock is held (BEGIN IMMEDIATE cannot start without waiting)."""
+    if sa.make_url(url).get_backend_name() == "postgresql":
+        with psycopg.connect(sa.make_url(url).set(drivername="postgresql").render_as_string(False)) as conn:
+            return bool(
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+            )
+    conn = sqlite3.connect(sa.make_url(url).database, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:  # "database is locked": a writer holds it
+        return True
+    finally:
+        conn.close()
+
 
 
 @contextmanager

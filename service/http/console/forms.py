@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-import msgspec
 from litestar import Request
 
 from events.types import format_time
@@ -105,7 +104,3 @@ def version_field(text: str | None, name: str) -> int | None:
     if not re.fullmatch(r"[0-9]{1,18}", value) or int(value) < 1:
         raise InvalidInput(f"{name} must be a version number (1 or more), got {value[:30]!r}", name)
     return int(value)
-
-
-def struct_query(value: msgspec.Struct) -> dict[str, str]:
-    return {name: str(field) for name, field in msgspec.structs.asdict(value).items() if field is not None}
