@@ -1,6 +1,6 @@
 """Prometheus metrics: requests by route and status with their latency, events appended by type, the
-database pool (in use, waiting), and failed database calls. With several workers they add up across
-them (see `goldtrail serve --workers`)."""
+database pool (in use, waiting), failed database calls, and reads by database with each standby's lag and
+skips. With several workers they add up across them (see `goldtrail serve --workers`)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,32 @@ CONNECTIONS_REFUSED = Counter(
     "goldtrail_connections_refused_total",
     "Connections the HTTP server answered 431 or 408 and closed, or closed, for an oversized or slow request",
     ["reason"],  # head_too_large | head_timeout | body_timeout
+)
+# Hot standbys (storage.replicas): reads by the database that served them ("primary" or a standby's
+# host:port/db), each standby's lag, and the reads that skipped a standby and why.
+READS = Counter("goldtrail_db_reads_total", "Reads routed to a database", ["database"])
+REPLICA_UP = Gauge(
+    "goldtrail_replica_up",
+    "1 while a standby serves reads, 0 while it is skipped",
+    ["database"],
+    multiprocess_mode="livemin",
+)
+REPLICA_LAG_SECONDS = Gauge(
+    "goldtrail_replica_lag_seconds",
+    "How long ago the primary had the WAL a standby has not replayed yet, at the last check",
+    ["database"],
+    multiprocess_mode="livemax",
+)
+REPLICA_LAG_BYTES = Gauge(
+    "goldtrail_replica_lag_bytes",
+    "WAL bytes flushed on the primary and not yet replayed by a standby, at the last check",
+    ["database"],
+    multiprocess_mode="livemax",
+)
+REPLICA_SKIPS = Counter(
+    "goldtrail_replica_skips_total",
+    "Reads that did not use a standby",
+    ["database", "reason"],  # down | lagging | behind_token | conflict
 )
 # Requests that matched no route are counted under this path, so that scanners cannot add label values.
 UNMATCHED = "(unmatched)"

@@ -57,6 +57,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Whether this process integrates committed events into the verifiable log (one process at a time does;
     # "off" leaves it to the others, e.g. to dedicated integrator processes).
     integrator: str = "on"
+    # Hot standbys (PostgreSQL streaming replicas) that serve auditors' reads (storage.replicas).
+    read_replica_urls: tuple[str, ...] = ()
+    # A standby further behind the primary than this is skipped (its reads go elsewhere).
+    replica_max_lag_seconds: float = 5.0
+    # How long a read that sends a consistency token waits for a standby to replay it before the primary
+    # answers instead.
+    replica_wait_seconds: float = 0.25
+    # How often each process checks its standbys (one cheap query each, and one on the primary).
+    replica_check_seconds: float = 1.0
     # True when no GOLDTRAIL_DATABASE_URL was given: the embedded SQLite default, with a dev secret.
     embedded: bool = False
 
@@ -224,6 +233,24 @@ def _port(env: Mapping[str, str], field: str) -> int | None:
     return port
 
 
+def _replica_urls(env: Mapping[str, str], database_url: str) -> tuple[str, ...]:
+    urls = _words(env.get("GOLDTRAIL_READ_REPLICA_URLS"))
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    for url in (database_url, *urls) if urls else ():
+        try:
+            backend = make_url(url).get_backend_name()
+        except ArgumentError:
+            backend = None
+        if backend not in ("postgresql", "postgres"):
+            raise SettingsError(
+                "GOLDTRAIL_READ_REPLICA_URLS needs PostgreSQL: the primary (GOLDTRAIL_DATABASE_URL) and every "
+                f"standby must be postgresql://USER@HOST:PORT/DB URLs, got {url.split('://')[0]!r}"
+            )
+    return urls
+
+
 def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bool = True) -> Settings:
     """The settings from `env` (default: the process environment).
 
@@ -299,4 +326,8 @@ def load_settings(env: Mapping[str, str] | None = None, *, require_token_key: bo
         checkpoint_key_file=_checkpoint_key(env, data_dir, embedded),
         witness_keys=_witness_keys(env),
         integrator=_choice(env, "integrator", ("on", "off")),
+        read_replica_urls=_replica_urls(env, database_url),
+        replica_max_lag_seconds=_float(env, "replica_max_lag_seconds"),
+        replica_wait_seconds=_float(env, "replica_wait_seconds"),
+        replica_check_seconds=_float(env, "replica_check_seconds"),
     )

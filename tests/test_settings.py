@@ -40,6 +40,9 @@ SET_VALUES = [
     ("metrics_host", "0.0.0.0", "0.0.0.0"),
     ("integrator", "OFF", "off"),
     ("max_batch_bytes", "2048", 2048),
+    ("replica_max_lag_seconds", "2.5", 2.5),
+    ("replica_wait_seconds", "0.1", 0.1),
+    ("replica_check_seconds", "0.2", 0.2),
 ]
 
 
@@ -64,9 +67,24 @@ def test_the_derived_fields_are_what_the_key_settings_give():
 
 
 def test_every_defaulted_field_is_either_read_from_its_variable_or_derived():
-    # Key files are checked by parsing them, in the tests of what they hold (tests/test_log_service.py).
-    keys = {"jwt_public_key_files", "jwt_jwks_file", "checkpoint_key_file", "witness_keys"}
+    # Key files are checked by parsing them, in the tests of what they hold (tests/test_log_service.py);
+    # standbys need a PostgreSQL primary (test_read_replicas_are_postgresql_standbys_of_a_postgresql_primary).
+    keys = {"jwt_public_key_files", "jwt_jwks_file", "checkpoint_key_file", "witness_keys", "read_replica_urls"}
     assert {field.name for field in WITH_DEFAULTS} - {"embedded", *keys} == {name for name, _, _ in SET_VALUES}
+
+
+def test_read_replicas_are_postgresql_standbys_of_a_postgresql_primary():
+    primary = {**MINIMAL, "GOLDTRAIL_DATABASE_URL": "postgresql://goldtrail@db:5432/goldtrail"}
+    urls = "postgresql://goldtrail@standby-1:5432/goldtrail, postgresql://goldtrail@standby-2/goldtrail"
+    settings = load_settings({**primary, "GOLDTRAIL_READ_REPLICA_URLS": urls})
+    assert settings.read_replica_urls == (
+        "postgresql://goldtrail@standby-1:5432/goldtrail",
+        "postgresql://goldtrail@standby-2/goldtrail",
+    )
+    with pytest.raises(SettingsError, match="GOLDTRAIL_READ_REPLICA_URLS needs PostgreSQL"):
+        load_settings({**MINIMAL, "GOLDTRAIL_READ_REPLICA_URLS": "postgresql://goldtrail@standby-1/goldtrail"})
+    with pytest.raises(SettingsError, match="GOLDTRAIL_READ_REPLICA_URLS needs PostgreSQL"):
+        load_settings({**primary, "GOLDTRAIL_READ_REPLICA_URLS": "sqlite:///copy.sqlite3"})
 
 
 @pytest.mark.parametrize(("field", "raw", "value"), SET_VALUES, ids=[name for name, _, _ in SET_VALUES])

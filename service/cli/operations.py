@@ -18,7 +18,8 @@ from projections.replay import BATCH_SIZE, Problem, compare_read_model, replay
 from service.http.views import encode, feed_event
 from service.settings import Settings
 from service.storage.database import Database
-from service.usecases.audit import digest_at, feed_stream, whole_feed
+from service.storage.replicas import Replicas, recovery_conflict
+from service.usecases.audit import StreamCutShort, digest_at, feed_stream, whole_feed
 from service.usecases.log import LogSigner, check_log
 
 
@@ -185,16 +186,32 @@ async def _whole_log_lines(db: Database, after: str | None) -> AsyncIterator[tup
 
 async def export(settings: Settings, account: str | None, after: str | None, output: Path | None) -> int:
     """An account's log in log order (what `goldtrail verify-log` checks), or, for no account, every account's
-    events in the global feed order."""
+    events in the global feed order. An account's log is read a page at a time, on a standby when
+    GOLDTRAIL_READ_REPLICA_URLS names one that is up; a read a standby cancels is read again."""
     db = Database.connect(settings)
+    replicas = Replicas.connect(settings, db)
     handle = open(output, "wb") if output else sys.stdout.buffer  # noqa: SIM115 - closed below
     written, last = 0, after or ""
     try:
-        source = _account_lines(db, account, after) if account is not None else _whole_log_lines(db, after)
+        if account is not None:
+            if replicas is not None:
+                await replicas.check()
+            source = _account_lines(db if replicas is None else replicas.route(None), account, after)
+        else:
+            source = _whole_log_lines(db, after)
         async for line, cursor in source:
             handle.write(line)
             written, last = written + 1, cursor
+    except Exception as error:
+        if not isinstance(error, StreamCutShort) and not recovery_conflict(error):
+            raise
+        why = str(error) if isinstance(error, StreamCutShort) else "the standby cancelled the read (recovery conflict)"
+        resume = f"resume with --after {last}" if last else "run it again"
+        print(f"goldtrail: the export stopped after {written:,} event(s): {why}; {resume}", file=sys.stderr)
+        return 2
     finally:
+        if replicas is not None:
+            await replicas.stop()
         await db.close()
         if output:
             handle.close()

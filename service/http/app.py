@@ -16,6 +16,7 @@ from litestar.routes import HTTPRoute
 from service.http import openapi
 from service.http.audit import AUDIT_ROUTES
 from service.http.auth import BearerAuthMiddleware, TokenVerifier
+from service.http.consistency import Tokens, with_token
 from service.http.console import console_router, templates
 from service.http.docs_page import SwaggerUIPage, docs_router
 from service.http.errors import EXCEPTION_HANDLERS
@@ -28,6 +29,7 @@ from service.http.server import head_bytes, refuse_oversized_head
 from service.metrics import MetricsController
 from service.settings import Settings, dev_checkpoint_key, load_settings
 from service.storage.database import Database
+from service.storage.replicas import Replicas
 from service.usecases.log import Integrator, LogSigner
 
 
@@ -44,6 +46,7 @@ class GoldtrailApp(Litestar):
             return
         if scope.get("method") == "OPTIONS":
             send = self._with_every_allowed_method(scope, send)
+        send = with_token(self, scope, send)
         await logged(super().__call__, scope, receive, send)
 
     @functools.cached_property
@@ -89,6 +92,9 @@ def create_app(settings: Settings) -> Litestar:
     @asynccontextmanager
     async def database(app: Litestar) -> AsyncIterator[None]:
         app.state.db = Database.connect(settings)
+        app.state.replicas = Replicas.connect(settings, app.state.db)
+        if app.state.replicas is not None:
+            await app.state.replicas.start()
         integrator = Integrator(app.state.db, app.state.log_signer)
         if settings.integrator == "on":
             integrator.start()
@@ -97,6 +103,8 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             await integrator.stop()
+            if app.state.replicas is not None:
+                await app.state.replicas.stop()
             await app.state.db.close()
 
     app = GoldtrailApp(
@@ -127,6 +135,8 @@ def create_app(settings: Settings) -> Litestar:
     )
     app.state.settings = settings
     app.state.token_verifier = TokenVerifier(settings)
+    app.state.replicas = None  # set in the lifespan when standbys are configured
+    app.state.tokens = Tokens(settings) if settings.read_replica_urls else None
     key = settings.checkpoint_key_file
     if settings.embedded and key is not None:
         dev_checkpoint_key(settings.data_dir)

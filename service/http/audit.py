@@ -12,7 +12,8 @@ from events.feed import BadCursor, parse_cursor
 from events.types import RecordedEvent
 from service.http import openapi
 from service.http.auth import AUDIT, requires
-from service.http.input import canonical_uuid, database, parse_count
+from service.http.consistency import reads_for
+from service.http.input import canonical_uuid, parse_count
 from service.http.views import FeedPage, encode, feed_event, history_entry
 from service.usecases import audit
 from service.usecases.commands import InvalidInput
@@ -28,7 +29,7 @@ DEFAULT_PAGE, MAX_PAGE = 100, 1000
     guards=[requires(AUDIT)],
 )
 async def label_history(request: Request, run_id: FromPath[str], gold_label_id: FromPath[str]) -> Response[bytes]:
-    db = database(request)
+    db = reads_for(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     steps = await audit.label_history(db, request.user.account, run, label)
     return Response(content=encode([history_entry(step) for step in steps]), media_type="application/json")
@@ -40,7 +41,7 @@ async def events_feed(
     after: FromQuery[str | None] = None,
     limit: FromQuery[str | None] = None,
 ) -> Response:
-    db = database(request)
+    db = reads_for(request)
     try:
         cursor = parse_cursor(after)
     except BadCursor as error:
@@ -60,15 +61,26 @@ async def _lines(first: RecordedEvent | None, rest: AsyncIterator[RecordedEvent]
     if first is None:
         return
     yield encode(feed_event(first)) + b"\n"
-    async for event in rest:
-        yield encode(feed_event(event)) + b"\n"
+    last = first
+    try:
+        async for last in rest:  # `last`: the last event written, which names where to resume
+            yield encode(feed_event(last)) + b"\n"
+    except audit.StreamCutShort as error:
+        yield cut_short(error, last)
+
+
+def cut_short(error: audit.StreamCutShort, last: RecordedEvent) -> bytes:
+    """The last line of a stream that could not go on, after the last whole line (`last`'s): what happened,
+    and the cursor to resume from (`next`, as a feed page names it). The status line already said 200."""
+    resume = str(last.log_index + 1)
+    return encode({"error": f"the stream was cut short ({error}); resume with after={resume}", "next": resume}) + b"\n"
 
 
 @get("/audit/digest", operation_id="getLogDigest", operation_class=openapi.DIGEST, guards=[requires(AUDIT)])
 async def log_digest(
     request: Request, tree_size: FromQuery[str | None] = None, position: FromQuery[str | None] = None
 ) -> Response[bytes]:
-    db = database(request)
+    db = reads_for(request)
     if tree_size is not None and position is not None:
         raise InvalidInput("ask for tree_size or position, not both")
     digest = await audit.log_digest(

@@ -16,6 +16,7 @@ from projections.fold import LabelState
 from service.http import openapi
 from service.http.auth import READ, WRITE, requires
 from service.http.bodies import decode_label_batch, decode_label_patch, decode_new_label
+from service.http.consistency import reads_for
 from service.http.input import (
     actor,
     batch_body,
@@ -105,7 +106,7 @@ async def list_gold_labels(
 ) -> Response:
     """The run's live labels, oldest first: the whole run streamed (the documented form), or a page of
     `limit` with a Link to the next (`after`); as JSON Lines with `Accept: application/x-ndjson`."""
-    db = database(request)
+    db = reads_for(request, any_database=as_of is not None)
     run = canonical_uuid(run_id, "run_id")
     lines = NDJSON in request.headers.get("accept", "")
     if as_of is not None:
@@ -114,7 +115,8 @@ async def list_gold_labels(
         found = await audit.run_as_of(db, request.user.account, run, parse_moment(as_of))
         return _labels_answer([found], lines)
     if limit is None and after is None:
-        batches = labels.stream_labels(db, request.user.account, run)
+        # One transaction, on the primary: on a standby, replay could cancel it half-way through the array.
+        batches = labels.stream_labels(database(request), request.user.account, run)
         # Reach the database (and know the run) before answering 200, so an outage is a 503 and an unknown run
         # a 404, not a cut-off stream.
         first = await db.within_time_limit(lambda _deadline: anext(batches))
@@ -189,7 +191,7 @@ async def get_gold_label(
     as_of: FromQuery[str | None] = None,
     version: FromQuery[str | None] = None,
 ) -> Response[bytes]:
-    db = database(request)
+    db = reads_for(request, any_database=as_of is not None or version is not None)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     if as_of is None and version is None:
         return respond(label_answer(await labels.get_label(db, request.user.account, run, label), 200))

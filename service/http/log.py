@@ -11,6 +11,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from service.http import openapi
 from service.http.auth import AUDIT, WITNESS, requires
+from service.http.consistency import reads_for
 from service.http.input import canonical_uuid, database, json_body, parse_count, settings
 from service.http.views import encode
 from service.usecases import log
@@ -40,7 +41,7 @@ async def checkpoint(request: Request, tree_size: FromQuery[str | None] = None) 
     """The latest signed checkpoint of the account's log (or the one of `tree_size`), with cosignatures."""
     _signer(request)
     size = parse_count(tree_size, "tree_size", minimum=0, maximum=LARGEST)
-    text = await log.checkpoint(database(request), request.user.account, size)
+    text = await log.checkpoint(reads_for(request), request.user.account, size)
     return Response(content=text.encode(), media_type=TEXT)
 
 
@@ -60,7 +61,7 @@ async def inclusion_proof(
     request: Request, log_index: FromQuery[str | None] = None, tree_size: FromQuery[str | None] = None
 ) -> Response[bytes]:
     index, size = _required(log_index, "log_index", 0), _required(tree_size, "tree_size", 0)
-    proof = await log.inclusion(database(request), request.user.account, index, size)
+    proof = await log.inclusion(reads_for(request), request.user.account, index, size)
     return Response(content=encode(proof), media_type="application/json")
 
 
@@ -78,7 +79,7 @@ async def consistency_proof(
     start, end = _required(old_size, "from", 1), _required(new_size, "to", 1)
     if start > end:
         raise InvalidInput(f"from ({start}) must not be larger than to ({end}): a log only grows", "from")
-    proof = await log.consistency(database(request), request.user.account, start, end)
+    proof = await log.consistency(reads_for(request), request.user.account, start, end)
     return Response(content=encode(proof), media_type="application/json")
 
 
@@ -113,7 +114,7 @@ async def label_proof(
 ) -> Response[bytes]:
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(gold_label_id, "gold_label_id")
     bundle = await log.label_proof(
-        database(request),
+        reads_for(request),
         request.app.state.log_signer,
         request.user.account,
         run,

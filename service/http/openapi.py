@@ -65,7 +65,19 @@ HEADERS = {
         ),
         ("X-Change-Reason", "why: recorded on the event (UTF-8, up to 2000 characters)", {"type": "string"}),
         ("X-Request-ID", "recorded on the event and echoed on the response", {"type": "string"}),
+        (
+            "Goldtrail-Consistency",
+            "a token a write answered: the read then sees that write (on a standby that has it, or the primary)",
+            {"type": "string", "maxLength": 100},
+        ),
     )
+}
+# What every successful write answers when goldtrail reads on hot standbys (GOLDTRAIL_READ_REPLICA_URLS).
+TOKEN_HEADER = {
+    "Goldtrail-Consistency": {
+        "description": "An opaque consistency token: send it back on a read to see at least this write",
+        "schema": {"type": "string"},
+    }
 }
 _WRITE = ("Idempotency-Key", "X-Change-Reason", "X-Request-ID")
 _ERRORS = {
@@ -97,10 +109,13 @@ def described(
     required: tuple[str, ...] = (),
     query: dict[str, dict[str, Any]] | None = None,
     headers: tuple[str, ...] = (),
+    answers_token: bool = False,
 ) -> type[spec.Operation]:
     """An Operation class that documents a route's body, its answer and its errors (given as Python types)."""
     content = _TEXT if answer is str else _json(answer) if answer else None
     responses: dict[str, Any] = {str(success): {"description": "Success", **({"content": content} if content else {})}}
+    if answers_token:
+        responses[str(success)]["headers"] = TOKEN_HEADER
     for status in (*errors, *(() if public else (401, 503))):
         responses[str(status)] = {"description": _ERRORS[status], "content": _json(Error)}
     request_body = None if body is None else {"required": True, "content": _json(body)}
@@ -126,30 +141,42 @@ def described(
     return Described
 
 
-BATCH = described(200, BatchOutcome, (400, 403, 409, 413, 415, 422), LabelBatch, headers=_WRITE)
-CREATE = described(201, RunGoldLabel, (400, 403, 409, 413, 415, 422), NewLabel, headers=_WRITE)
+_READ = ("Goldtrail-Consistency",)
+BATCH = described(200, BatchOutcome, (400, 403, 409, 413, 415, 422), LabelBatch, headers=_WRITE, answers_token=True)
+CREATE = described(201, RunGoldLabel, (400, 403, 409, 413, 415, 422), NewLabel, headers=_WRITE, answers_token=True)
 # A page of a run's labels ends where `after` (the opaque cursor of a Link: rel="next") says.
-LIST = described(200, list[RunGoldLabel], (400, 403, 404), query={"after": {"type": "string", "minLength": 1}})
-GET = described(200, RunGoldLabel, (400, 403, 404))
-UPDATE = described(200, RunGoldLabel, (400, 403, 404, 412, 413, 415, 422), LabelPatch, headers=("If-Match", *_WRITE))
-DELETE = described(204, None, (400, 403, 404, 412, 422), headers=("If-Match", *_WRITE))
-HISTORY = described(200, list[HistoryEntry], (400, 403, 404))
-FEED = described(200, FeedPage, (400, 403))
-DIGEST = described(200, Digest, (400, 403, 404))
+LIST = described(
+    200, list[RunGoldLabel], (400, 403, 404), query={"after": {"type": "string", "minLength": 1}}, headers=_READ
+)
+GET = described(200, RunGoldLabel, (400, 403, 404), headers=_READ)
+UPDATE = described(
+    200,
+    RunGoldLabel,
+    (400, 403, 404, 412, 413, 415, 422),
+    LabelPatch,
+    headers=("If-Match", *_WRITE),
+    answers_token=True,
+)
+DELETE = described(204, None, (400, 403, 404, 412, 422), headers=("If-Match", *_WRITE), answers_token=True)
+HISTORY = described(200, list[HistoryEntry], (400, 403, 404), headers=_READ)
+FEED = described(200, FeedPage, (400, 403), headers=_READ)
+DIGEST = described(200, Digest, (400, 403, 404), headers=_READ)
 HEALTH = described(200, Status, (), public=True)
 READINESS = described(200, Status, (503,), public=True)
 
 # The verifiable log (service/http/log.py)
-CHECKPOINT = described(200, str, (400, 403, 404))
+CHECKPOINT = described(200, str, (400, 403, 404), headers=_READ)
 LOG_KEY = described(200, str, (403, 404))
-INCLUSION = described(200, InclusionProof, (400, 403, 404), required=("log_index", "tree_size"))
-CONSISTENCY = described(200, ConsistencyProof, (400, 403, 404), required=("from", "to"))
-COSIGNATURE = described(204, None, (400, 403, 404, 415), Cosignature)
-PROOF_BUNDLE = described(200, dict, (400, 403, 404), required=("version",))
+INCLUSION = described(200, InclusionProof, (400, 403, 404), required=("log_index", "tree_size"), headers=_READ)
+CONSISTENCY = described(200, ConsistencyProof, (400, 403, 404), required=("from", "to"), headers=_READ)
+COSIGNATURE = described(204, None, (400, 403, 404, 415), Cosignature, answers_token=True)
+PROOF_BUNDLE = described(200, dict, (400, 403, 404), required=("version",), headers=_READ)
 
 # What the auditor console reads, for any client (service/http/runs.py)
 _PAGE_AFTER = {"after": {"type": "string", "minLength": 1}}  # the opaque cursor of a Link: rel="next"
-RUNS = described(200, list[RunSummary], (400, 403), query={**_PAGE_AFTER, "q": {"type": "string", "maxLength": 200}})
+RUNS = described(
+    200, list[RunSummary], (400, 403), query={**_PAGE_AFTER, "q": {"type": "string", "maxLength": 200}}, headers=_READ
+)
 _MOMENT = {"type": "string", "format": "date-time"}
 CHANGES = described(
     200,
@@ -157,4 +184,5 @@ CHANGES = described(
     (400, 403, 404),
     required=("from",),
     query={**_PAGE_AFTER, "from": _MOMENT, "to": _MOMENT},
+    headers=_READ,
 )

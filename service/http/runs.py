@@ -16,7 +16,8 @@ from events.types import format_time, utc_now
 from projections.fold import LabelState
 from service.http import openapi
 from service.http.auth import AUDIT, READ, requires
-from service.http.input import canonical_uuid, database, parse_count, parse_moment
+from service.http.consistency import reads_for
+from service.http.input import canonical_uuid, parse_count, parse_moment
 from service.http.views import GoldLabelChange, RunSummary, encode, run_gold_label
 from service.usecases import runs
 from service.usecases.commands import InvalidInput
@@ -103,7 +104,7 @@ async def list_runs(
     ever held a label whose output resource name starts with it."""
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
     search = search_text(q)
-    page = await runs.list_runs(database(request), request.user.account, decode_cursor(after, str), size, search)
+    page = await runs.list_runs(reads_for(request), request.user.account, decode_cursor(after, str), size, search)
     answer = Response(content=encode([run_summary(run) for run in page.runs]), media_type="application/json")
     if page.following is not None:
         answer.headers["Link"] = link_next(request, limit=size, after=encode_cursor(page.following), q=search)
@@ -132,7 +133,9 @@ async def run_changes(
     since = parse_moment(start, "from")
     until = utc_now() if end is None else parse_moment(end, "to")
     size = parse_count(limit, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    page = await runs.run_changes(database(request), request.user.account, run, since, until, label_cursor(after), size)
+    page = await runs.run_changes(
+        reads_for(request), request.user.account, run, since, until, label_cursor(after), size
+    )
     answer = Response(content=encode([label_change(change) for change in page.changes]), media_type="application/json")
     if page.following is not None:
         to = end if end is not None else format_time(until)  # the next page compares the same two times

@@ -4,9 +4,10 @@ by naming no account)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import msgspec
 
@@ -16,9 +17,12 @@ from events.types import RecordedEvent
 from projections.fold import LabelState, apply, fold
 from projections.history import Step, history
 from service.storage.database import Database
+from service.storage.errors import DatabaseUnavailable
+from service.storage.replicas import ReadRoute, recovery_conflict
 from service.storage.sql import Reads
 from service.usecases.labels import LabelNotFound, RunNotFound, live_in_run
 
+T = TypeVar("T")
 MAX_POSITION = 2**63 - 1  # positions are signed 64-bit integers in both databases
 
 
@@ -96,13 +100,62 @@ async def feed_page(
     return await db.run_read(page)
 
 
+class StreamCutShort(DatabaseUnavailable):
+    """A long read could not go on (every database it could use failed); `resume` is the cursor it got to."""
+
+    def __init__(self, resume: int | str, reason: str) -> None:
+        super().__init__(reason)
+        self.resume = resume
+
+
+STREAM_PAGE = 1000  # entries per short read of a stream
+_STREAM_RETRIES = 8  # reads of one page in a row that a standby may cancel (recovery conflicts) before giving up
+
+
 async def feed_stream(db: Database, account_id: str, cursor: int | FeedPoint) -> AsyncIterator[RecordedEvent]:
-    """Every entry of the account's log from the cursor, in log order. An export runs as long as the log is
-    long: no time limit."""
-    async with db.read() as reads:
-        start = await _start(reads, account_id, cursor)
-        async for event in reads.log_events(account_id, start):
+    """Every entry of the account's log from the cursor up to its size when the stream began, in log order.
+
+    Each page is a short read of its own, so on a hot standby no long transaction holds back replay (which
+    would cancel it: a recovery conflict). Log indexes are dense and final, so a page read again (on the same
+    database or another) continues exactly where the last one ended. StreamCutShort names where to resume
+    when no database can serve a page."""
+
+    async def bounds(reads: Reads) -> tuple[int, int]:
+        head = await reads.log_head(account_id)
+        return await _start(reads, account_id, cursor), 0 if head is None else head[0]
+
+    start, end = await _retrying(db, bounds, cursor if isinstance(cursor, int) else cursor.cursor)
+    while start < end:
+        limit = min(STREAM_PAGE, end - start)
+
+        async def read_page(reads: Reads, start: int = start, limit: int = limit) -> list[RecordedEvent]:
+            return await reads.log_page(account_id, start, limit)
+
+        page = await _retrying(db, read_page, start)
+        if not page and isinstance(db, ReadRoute):
+            # A standby behind the size the stream began with (the primary gave it, or a fresher standby).
+            page = await _retrying(db.primary, read_page, start)
+        if not page:
+            return
+        for event in page:
             yield event
+        start = page[-1].log_index + 1
+
+
+async def _retrying(db: Database, work: Callable[[Reads], Awaitable[T]], resume: int | str) -> T:
+    """`work` as one short read; again, after a pause, when a standby cancelled it (a recovery conflict)."""
+    for attempt in range(_STREAM_RETRIES):
+        try:
+            return await db.run_read(work)
+        except DatabaseUnavailable as error:
+            raise StreamCutShort(resume, str(error)) from error
+        except Exception as error:
+            if not recovery_conflict(error):
+                raise
+            if attempt == _STREAM_RETRIES - 1:
+                raise StreamCutShort(resume, f"the standby cancelled the read {_STREAM_RETRIES} times") from error
+            await asyncio.sleep(0.05 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 async def whole_feed(db: Database, after: FeedPoint) -> AsyncIterator[tuple[FeedPoint, RecordedEvent]]:

@@ -15,6 +15,8 @@ from litestar.params import FromQuery
 from litestar.response import Stream
 
 from events.types import NULL, GoldLabelCreated, GoldLabelUpdated, RecordedEvent, format_time, utc_now
+from service.http.audit import cut_short
+from service.http.consistency import reads_for
 from service.http.console import forms
 from service.http.console.session import signed_in
 from service.http.input import canonical_uuid, database
@@ -120,7 +122,7 @@ async def _export(request: Request, kind: str) -> Stream:
     """The events the activity filter keeps, oldest first: NDJSON (each line as the feed has it) or CSV."""
     principal = signed_in(request)
     chosen = forms.filter_of(request)
-    events = activity.export_events(database(request), principal.account, chosen)
+    events = activity.export_events(reads_for(request), principal.account, chosen)
     first = await _first(request, events)
 
     async def ndjson() -> AsyncIterator[bytes]:
@@ -151,12 +153,17 @@ async def export_ndjson(request: Request) -> Stream:
 async def whole_log(request: Request) -> Stream:
     """The account's whole log, in log order: what `goldtrail verify-log` checks against a checkpoint."""
     principal = signed_in(request)
-    events = audit.feed_stream(database(request), principal.account, 0)
+    events = audit.feed_stream(reads_for(request), principal.account, 0)
     first = await _first(request, events)
 
     async def lines() -> AsyncIterator[bytes]:
-        async for batch in _batches(first, events):
-            yield b"".join(encode(feed_event(event)) + b"\n" for event in batch)
+        last = first
+        try:
+            async for batch in _batches(first, events):
+                yield b"".join(encode(feed_event(event)) + b"\n" for event in batch)
+                last = batch[-1]
+        except audit.StreamCutShort as error:
+            yield cut_short(error, last)
 
     return Stream(lines(), media_type=NDJSON, headers=_attachment(_filename("log", principal.account, "ndjson")))
 
@@ -166,7 +173,7 @@ async def checkpoint(request: Request) -> Response[bytes]:
     principal = signed_in(request)
     if request.app.state.log_signer is None:
         raise log.NoCheckpointKey()
-    text = await log.checkpoint(database(request), principal.account)
+    text = await log.checkpoint(reads_for(request), principal.account)
     headers = _attachment(_filename("checkpoint", principal.account, "txt"))
     return Response(content=text.encode(), media_type="text/plain; charset=utf-8", headers=headers)
 
@@ -196,7 +203,7 @@ async def proof(
     if chosen is None:
         raise InvalidInput("give the version to prove", "version")
     bundle = await log.label_proof(
-        database(request), request.app.state.log_signer, principal.account, run_id, label_id, chosen
+        reads_for(request), request.app.state.log_signer, principal.account, run_id, label_id, chosen
     )
     headers = _attachment(f"goldtrail-proof-{label_id}-v{chosen}.json")
     return Response(content=encode(bundle), media_type="application/json", headers=headers)

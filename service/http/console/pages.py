@@ -12,6 +12,7 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 
 from service.http.auth import Principal
+from service.http.consistency import reads_for
 from service.http.console import chart, forms
 from service.http.console.present import value_change, value_of
 from service.http.console.session import (
@@ -23,7 +24,7 @@ from service.http.console.session import (
     session_cookie,
     signed_in,
 )
-from service.http.input import canonical_uuid, database
+from service.http.input import canonical_uuid
 from service.http.runs import label_cursor, search_text
 from service.usecases import activity, audit, integrity, runs, timeline
 from service.usecases.commands import InvalidInput
@@ -87,7 +88,7 @@ async def runs_page(request: Request, q: FromQuery[str | None] = None, after: Fr
     principal = signed_in(request)
     search = search_text(q)
     cursor = forms.decode_cursor(after, str)
-    found = await runs.list_runs(database(request), principal.account, cursor, RUNS_PAGE, search)
+    found = await runs.list_runs(reads_for(request), principal.account, cursor, RUNS_PAGE, search)
     following = (
         None if found.following is None else link(request.url.path, q=search, after=forms.encoded(found.following))
     )
@@ -109,7 +110,7 @@ async def run_page(
     principal = signed_in(request)
     run = canonical_uuid(run_id, "run_id")
     at = forms.moment(as_of, "as_of")
-    db = database(request)
+    db = reads_for(request)
     labels = await runs.labels_page(db, principal.account, run, at, label_cursor(after), LABELS_PAGE)
     totals = await runs.run_totals(db, principal.account, run)
     as_of_text = forms.shown_moment(at)
@@ -149,7 +150,7 @@ async def changes_page(
         raise InvalidInput("give the time to compare with", "to")
     since, until = sorted((first, second))
     found = await runs.run_changes(
-        database(request), principal.account, run, since, until, label_cursor(after), CHANGES_PAGE
+        reads_for(request), principal.account, run, since, until, label_cursor(after), CHANGES_PAGE
     )
     shown = []
     for change in found.changes:
@@ -189,7 +190,7 @@ async def label_page(
 ) -> Template:
     principal = signed_in(request)
     run, label = canonical_uuid(run_id, "run_id"), canonical_uuid(label_id, "label_id")
-    db = database(request)
+    db = reads_for(request)
     chosen_version = forms.version_field(version, "version")
     found = await timeline.timeline(
         db, principal.account, run, label, forms.version_field(newest, "newest"), TIMELINE_PAGE
@@ -229,7 +230,7 @@ async def activity_page(request: Request, after: FromQuery[str | None] = None) -
     run, since, until), with the chart of changes per day by actor."""
     principal = signed_in(request)
     chosen = forms.filter_of(request)
-    db = database(request)
+    db = reads_for(request)
     found = await activity.activity_page(db, principal.account, chosen, forms.activity_cursor(after), EVENTS_PAGE)
     drawn = await activity.changes_per_day(db, principal.account, chosen)
     query = forms.filter_query(chosen)
@@ -263,7 +264,7 @@ async def integrity_page(request: Request, verify: FromQuery[str | None] = None)
     the activity filter's query parameters)."""
     principal = signed_in(request)
     chosen = forms.filter_of(request)
-    db = database(request)
+    db = reads_for(request)
     signer = request.app.state.log_signer
     state = await integrity.log_state(db, signer, principal.account)
     report = digest = None
