@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,122 +33,19 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from tests.clusters import Cluster, cluster_problem
 from tests.helpers import ALL_SCOPES, SECRET, assert_error, auth, create_label, label_history, label_url, labels_url
-from tests.servers import clean_environment, free_port, goldtrail_serve, run_goldtrail, serving, spawn_serve
+from tests.servers import clean_environment, goldtrail_serve, run_goldtrail, serving, spawn_serve
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DB_TIMEOUT = 2  # GOLDTRAIL_DB_TIMEOUT_SECONDS given to every server here
 FAIL_FAST = 5.0  # seconds a request may take to answer while the database is gone
 RECOVERY = 20.0  # seconds the service may take to serve again once the database is back
 CLIENT_TIMEOUT = 15.0  # a request that takes longer than this counts as a hang
 
 
-# ---------------------------------------------------------------------------------------------------
-# A throwaway PostgreSQL cluster
-
-
-def _cluster_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to run a throwaway PostgreSQL cluster as the postgres user"
-    if not (PG_BIN / "initdb").exists():
-        return f"no PostgreSQL binaries in {PG_BIN}"
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "no postgres OS user"
-    return None
-
-
-class Cluster:
-    """A PostgreSQL cluster in its own folder, listening on 127.0.0.1:port only, trust auth."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "data"
-        self.sockets = root / "sockets"
-        self.log = root / "postgres.log"
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._frozen: list[int] = []
-
-    def _as_postgres(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["runuser", "-u", "postgres", "--", *command],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            cwd=self.root,
-        )
-
-    def init(self) -> None:
-        self.sockets.mkdir()
-        shutil.chown(self.root, "postgres", "postgres")
-        shutil.chown(self.sockets, "postgres", "postgres")
-        done = self._as_postgres(
-            str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"
-        )
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    def start(self) -> None:
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=on"
-        done = self._as_postgres(
-            str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "30", "start"
-        )
-        assert done.returncode == 0, done.stdout + done.stderr + self.log.read_text(errors="replace")[-2000:]
-
-    def stop(self, mode: str = "fast") -> None:
-        done = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
-        assert done.returncode == 0, done.stdout + done.stderr
-
-    def postmaster_pid(self) -> int | None:
-        try:
-            return int((self.data / "postmaster.pid").read_text().split()[0])
-        except (FileNotFoundError, IndexError, ValueError):
-            return None
-
-    def processes(self) -> list[int]:
-        """The postmaster and its children (backends, checkpointer, ...)."""
-        postmaster = self.postmaster_pid()
-        if postmaster is None:
-            return []
-        children = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == postmaster:
-                children.append(int(stat.parent.name))
-        return [postmaster, *children]
-
-    def freeze(self, *, postmaster_only: bool = False) -> None:
-        """SIGSTOP: the database host stops answering but its sockets stay open (a hung server)."""
-        pids = self.processes()[:1] if postmaster_only else self.processes()
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
-            self._frozen.append(pid)
-
-    def thaw(self) -> None:
-        for pid in self._frozen:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        self._frozen.clear()
-
-    def destroy(self) -> None:
-        self.thaw()
-        if self.postmaster_pid() is not None:
-            done = self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-            pid = self.postmaster_pid()
-            if done.returncode != 0 and pid is not None:
-                with suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
-    problem = _cluster_problem()
+    problem = cluster_problem()
     if problem:
         pytest.skip(problem)
     # Not under pytest's tmp_path: that folder is root's, mode 0700, and the postgres user cannot enter it.
