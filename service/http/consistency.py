@@ -25,7 +25,6 @@ from service.storage.database import Database
 from service.storage.replicas import ReadRoute, Replicas
 
 HEADER = "Goldtrail-Consistency"
-COOKIE = "goldtrail_consistency"  # the console's memory of the newest state it showed
 _HEADER_BYTES = HEADER.lower().encode()
 _WRITES = frozenset({"POST", "PUT", "DELETE"})
 _PREFIX = "1."
@@ -84,10 +83,7 @@ def reads_for(request: Request, *, any_database: bool = True) -> Database | Read
     replicas: Replicas | None = state.replicas
     if replicas is None:
         return state.db
-    token = request.headers.get(HEADER)
-    if token is None and request.url.path.startswith("/console"):
-        token = request.cookies.get(COOKIE)
-    position = state.tokens.open(token)
+    position = state.tokens.open(request.headers.get(HEADER))
     if not any_database and position is None:
         return state.db
     return replicas.route(position)

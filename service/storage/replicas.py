@@ -100,6 +100,8 @@ class Replicas:
         self._samples: deque[tuple[float, int]] = deque()  # (monotonic time, the primary's flushed position)
         self._turn = itertools.count()
         self._task: asyncio.Task | None = None
+        self._next: asyncio.Future | None = None  # the flushed-position query callers may still join
+        self._in_flight: asyncio.Future | None = None  # the one already sent
 
     @classmethod
     def connect(cls, settings: Settings, primary: Database) -> Replicas | None:
@@ -206,7 +208,21 @@ class Replicas:
         return up
 
     async def flushed(self) -> int:
-        """The primary's flushed WAL position now: after a COMMIT, at or past that commit."""
+        """The primary's flushed WAL position, read after this call: after a COMMIT, at or past that commit.
+
+        Concurrent callers share one query, as long as it is sent after each of them called: at most one
+        query is in flight, and the callers that come meanwhile wait for the next one together (under load,
+        one round trip answers many writes)."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._read_flushed(self._in_flight))
+        return await asyncio.shield(self._next)
+
+    async def _read_flushed(self, before: asyncio.Future | None) -> int:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        # Sent from here on: later callers wait for the next query.
+        self._in_flight, self._next = self._next, None
         return await self.primary.run_read(lambda reads: _scalar(reads, _FLUSHED))
 
 

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import audit, console, log, scale, serving, writes
+from tests.bench import audit, console, log, scale, serving, standby, writes
 from tests.bench.harness import Bench, machine, print_table, write_json
 
 BENCHMARKS = {
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "log": log.verifiable_log,
     "batch": writes.batch_import,
     "console": console.console_pages,
+    "standby": standby.standby_reads,
 }
 
 
