@@ -17,11 +17,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from events.chain import CHAIN_FORMAT
 from events.types import PendingEvent, SealedEvent
 from projections.fold import LabelState
 from service.settings import Settings
 from service.storage.failures import Failure
-from service.storage.rows import LABEL_FIELDS, Row, label_params, label_values
+from service.storage.group_commit import LiveUpdate
+from service.storage.rows import LABEL_FIELDS, Row, label_from_row, label_params, label_values
 from service.storage.sql import DELETE_READ_MODEL, Integration, LabelWrites, Maintenance, Reads
 
 NAME = "postgresql"
@@ -500,6 +502,15 @@ class PostgresOneStatement(LabelWrites):
         params = {f"w{n}_{name}": value for n, (_, named, _) in enumerate(self.writes) for name, value in named.items()}
         await self.connection.execute(statement, {**params, **(self.queued or {}), "deadline": self.deadline})
 
+    async def update_live_many(self, updates: list[LiveUpdate]) -> dict[tuple[str, str], LabelState]:
+        """Group commit's statement, sent at once (and committed by itself): the labels it moved on, by
+        (account, label id); an update missing from them wrote nothing."""
+        self.committing = True
+        params = {name: [getattr(update, name) for update in updates] for name in _LIVE_ARRAYS}
+        cursor = await self.connection.execute(_UPDATE_LIVE_MANY, {**params, "deadline": self.deadline})
+        states = (label_from_row(row, self.time) for row in await cursor.fetchall())
+        return {(state.account_id, state.id): state for state in states}
+
     async def abort(self) -> None:
         """Nothing to undo: a statement that failed changed nothing, and none was sent before commit."""
 
@@ -523,9 +534,68 @@ def _one_statement(writes: tuple[tuple[str, bool], ...], queued: bool) -> str:
     return f"WITH {', '.join(parts)} SELECT goldtrail_write_check(%(deadline)s, {' AND '.join(conditions)})"
 
 
+# Group commit (storage.group_commit): many labels' updates in one autocommit statement, each event sealed
+# from its label's row. `seen` is the labels as the statement's snapshot saw them; `locked` locks those rows
+# without waiting (SKIP LOCKED) and finds them as they are now; only a row still at the version the snapshot
+# saw is moved on, so the writer before it committed before this statement took a transaction id (feed
+# order), and a row locked or moved on by another writer is handed back. An update whose label's queue is
+# held by a locking writer is handed back too (pg_try_advisory_xact_lock), as an optimistic write yields.
+_LIVE_ARRAYS = {
+    "account_id": "text",
+    "label_id": "text",
+    "run_id": "text",
+    "data": "text",
+    "text_value": "text",
+    "object_value": "text",
+    "object_value_is_partial": "boolean",
+    "actor": "text",
+    "recorded_at": "timestamptz",
+    "request_id": "text",
+    "reason": "text",
+    "head": "text",
+    "middle": "text",
+}
+_NEXT_HASH = (
+    "encode(sha256(convert_to(s.head || (s.seen_version + 1)::text || s.middle || '\"' || s.prev_hash || '\"]',"
+    " 'UTF8')), 'hex')"
+)
+_UPDATE_LIVE_MANY = f"""
+WITH items AS MATERIALIZED (
+    SELECT i.*, pg_try_advisory_xact_lock({_LABEL_QUEUE_CLASS},
+        hashtext(i.account_id || '/' || {_BUCKET.format(label="i.label_id")})) AS free
+    FROM unnest({_unnest(_LIVE_ARRAYS)}) AS i({", ".join(_LIVE_ARRAYS)})
+), seen AS (
+    SELECT i.*, g.version AS seen_version, g.hash AS prev_hash
+    FROM items i JOIN gold_labels g ON g.account_id = i.account_id AND g.id = i.label_id
+    WHERE i.free AND g.run_id = i.run_id AND g.deleted_at IS NULL AND g.updated_at <= i.recorded_at
+), locked AS (
+    SELECT g.account_id, g.id, g.version
+    FROM gold_labels g JOIN seen s ON g.account_id = s.account_id AND g.id = s.label_id
+    ORDER BY g.account_id, g.id FOR UPDATE OF g SKIP LOCKED
+), moved AS (
+    UPDATE gold_labels g SET text_value = s.text_value, object_value = s.object_value,
+        object_value_is_partial = s.object_value_is_partial, updated_by = s.actor, updated_at = s.recorded_at,
+        version = s.seen_version + 1, hash = {_NEXT_HASH}
+    FROM seen s JOIN locked l ON l.account_id = s.account_id AND l.id = s.label_id AND l.version = s.seen_version
+    WHERE g.account_id = s.account_id AND g.id = s.label_id
+    RETURNING {", ".join(f"g.{name}" for name in LABEL_FIELDS)}, s.data, s.request_id, s.reason, s.prev_hash
+), appended AS (
+    INSERT INTO events (account_id, stream_id, version, run_id, type, data, actor, recorded_at, request_id, reason,
+        prev_hash, hash, chain)
+    SELECT account_id, id, version, run_id, 'GoldLabelUpdated', data, updated_by, updated_at, request_id, reason,
+        prev_hash, hash, {CHAIN_FORMAT} FROM moved
+    RETURNING 1
+)
+SELECT {", ".join(f"m.{name}" for name in LABEL_FIELDS)}
+FROM moved m, (SELECT goldtrail_write_check(%(deadline)s,
+    (SELECT count(*) FROM appended) = (SELECT count(*) FROM moved))) AS checked
+"""
+
+
 # What the dialect-free Database asks of a backend ----------------------------------------------------
 
 ONE_WRITER = False  # writers run side by side; the database arbitrates
+GROUP_COMMIT = True  # concurrent plain updates share one statement (storage.group_commit)
 DRIVER_ERROR = psycopg.Error
 RECONNECTS_AFTER_LOSS = True  # a lost connection may mean a restart: older pooled connections are suspect
 
