@@ -20,7 +20,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
+
+import msgspec
 
 from projections.fold import LabelState
 from service.metrics import EVENTS_APPENDED, WRITE_GROUPS, WRITE_GROUPS_FAILED
@@ -42,9 +44,10 @@ IN_FLIGHT = 2
 GROUP_SIZE = 64
 
 
-class LiveUpdate(NamedTuple):
+class LiveUpdate(msgspec.Struct, frozen=True):
     """An update of a live label, with everything of its event but what the label's row decides (version and
-    prev_hash): the hashed input around them (events.canonical.canonical_parts_v2)."""
+    prev_hash): the hashed input around them (events.canonical.canonical_parts_v2). A group travels to the
+    database as one JSON array of these (msgspec encodes it faster than the driver would dump columns)."""
 
     account_id: str
     label_id: str

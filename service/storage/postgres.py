@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import msgspec
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -506,8 +507,8 @@ class PostgresOneStatement(LabelWrites):
         """Group commit's statement, sent at once (and committed by itself): the labels it moved on, by
         (account, label id); an update missing from them wrote nothing."""
         self.committing = True
-        params = {name: [getattr(update, name) for update in updates] for name in _LIVE_ARRAYS}
-        cursor = await self.connection.execute(_UPDATE_LIVE_MANY, {**params, "deadline": self.deadline})
+        params = {"updates": _encode_group(updates).decode(), "deadline": self.deadline}
+        cursor = await self.connection.execute(_UPDATE_LIVE_MANY, params)
         states = (label_from_row(row, self.time) for row in await cursor.fetchall())
         return {(state.account_id, state.id): state for state in states}
 
@@ -540,21 +541,9 @@ def _one_statement(writes: tuple[tuple[str, bool], ...], queued: bool) -> str:
 # saw is moved on, so the writer before it committed before this statement took a transaction id (feed
 # order), and a row locked or moved on by another writer is handed back. An update whose label's queue is
 # held by a locking writer is handed back too (pg_try_advisory_xact_lock), as an optimistic write yields.
-_LIVE_ARRAYS = {
-    "account_id": "text",
-    "label_id": "text",
-    "run_id": "text",
-    "data": "text",
-    "text_value": "text",
-    "object_value": "text",
-    "object_value_is_partial": "boolean",
-    "actor": "text",
-    "recorded_at": "timestamptz",
-    "request_id": "text",
-    "reason": "text",
-    "head": "text",
-    "middle": "text",
-}
+_LIVE_TYPES = {"object_value_is_partial": "boolean", "recorded_at": "timestamptz"}
+_LIVE_RECORD = ", ".join(f"{name} {_LIVE_TYPES.get(name, 'text')}" for name in LiveUpdate.__struct_fields__)
+_encode_group = msgspec.json.Encoder().encode
 _NEXT_HASH = (
     "encode(sha256(convert_to(s.head || (s.seen_version + 1)::text || s.middle || '\"' || s.prev_hash || '\"]',"
     " 'UTF8')), 'hex')"
@@ -563,7 +552,7 @@ _UPDATE_LIVE_MANY = f"""
 WITH items AS MATERIALIZED (
     SELECT i.*, pg_try_advisory_xact_lock({_LABEL_QUEUE_CLASS},
         hashtext(i.account_id || '/' || {_BUCKET.format(label="i.label_id")})) AS free
-    FROM unnest({_unnest(_LIVE_ARRAYS)}) AS i({", ".join(_LIVE_ARRAYS)})
+    FROM json_to_recordset(%(updates)s::json) AS i({_LIVE_RECORD})
 ), seen AS (
     SELECT i.*, g.version AS seen_version, g.hash AS prev_hash
     FROM items i JOIN gold_labels g ON g.account_id = i.account_id AND g.id = i.label_id
