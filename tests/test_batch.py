@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import threading
 import time
@@ -14,14 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import msgspec
-import psycopg
 import pytest
-from psycopg import sql
 
 from events.types import RecordedEvent, decode_data, parse_time
 from projections.fold import LabelState, apply
-from service.storage import postgres
-from tests.conftest import require_postgres
 from tests.helpers import (
     SECRET,
     assert_error,
@@ -294,34 +289,3 @@ def test_a_batch_racing_single_puts_loses_no_update_and_keeps_versions_contiguou
     assert folded == {label_id: state for label_id, state in states.items()}
     assert isinstance(next(iter(folded.values())), LabelState)
 
-
-def test_the_batch_looks_its_names_up_by_index_whatever_the_statistics_say(fresh_database, tmp_path):
-    """Right after a big import the planner's statistics still say the run is empty. The generic plan of the
-    batch's name lookup must still probe the live-name index once per name, never compare every name with
-    every label of the run (that took a minute for 10,000 names in a run of 50,000)."""
-    require_postgres()
-    url = fresh_database("postgres")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("ALTER TABLE gold_labels SET (autovacuum_enabled = false)")
-        conn.execute("ANALYZE gold_labels")  # statistics of an empty table, as a new deployment has
-    env = clean_environment(GOLDTRAIL_DATABASE_URL=url, GOLDTRAIL_JWT_SECRET=SECRET, GOLDTRAIL_DATA_DIR=str(tmp_path))
-    account, run = new_account(), str(uuid.uuid4())
-    with serving(tmp_path, env) as served:
-        for start in (0, 5_000):
-            labels = [{"output_resource_name": f"o{n}", "text_value": "v"} for n in range(start, start + 5_000)]
-            response = httpx.post(served.base_url + batch_url(run), json={"labels": labels}, headers=who(account))
-            assert response.status_code == 200, response.text
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        numbered = {"names": "$1", "account_id": "$2", "run_id": "$3"}
-        statement = re.sub(r"(?<!:):(\w+)", lambda name: numbered[name[1]], postgres._LIVE_LABELS_NAMED)
-        conn.execute(f"PREPARE named (text[], text, text) AS {statement}")
-        names = [f"o{n}" for n in range(100)]
-        arguments = (sql.Literal(names), sql.Literal(account), sql.Literal(run))  # EXPLAIN takes no parameters
-        explain = sql.SQL("EXPLAIN EXECUTE named({}, {}, {})").format(*arguments)
-        plan = "\n".join(row[0] for row in conn.execute(explain))
-    assert "Join Filter" not in plan and "Seq Scan on gold_labels" not in plan, plan
-    # The names outside, one index probe for each inside.
-    nodes = [re.sub(r"\s+\(cost=.*", "", line).strip() for line in plan.splitlines()]
-    assert nodes[:2] == ["Nested Loop", "->  Function Scan on unnest n"], plan
-    assert re.search(r"Index Cond: \(.*\(output_resource_name = n\.name\)\)", plan), plan

@@ -553,10 +553,12 @@ def _one_statement(writes: tuple[tuple[str, bool], ...], queued: bool) -> str:
 
 # Group commit (storage.group_commit): many labels' updates in one autocommit statement, each event sealed
 # from its label's row. `seen` is the labels as the statement's snapshot saw them; `locked` locks those rows
-# without waiting (SKIP LOCKED) and finds them as they are now; only a row still at the version the snapshot
-# saw is moved on, so the writer before it committed before this statement took a transaction id (feed
-# order), and a row locked or moved on by another writer is handed back. An update whose label's queue is
-# held by a locking writer is handed back too (pg_try_advisory_xact_lock), as an optimistic write yields.
+# without waiting (SKIP LOCKED, so groups never deadlock) and finds them as they are now; only a row still at
+# the version the snapshot saw is moved on, so the writer before it committed before this statement took a
+# transaction id (feed order), and a row locked or moved on by another writer is handed back. An update whose
+# label's queue is held by a locking writer is handed back too (pg_try_advisory_xact_lock), as an optimistic
+# write yields. Each label is found by one primary-key probe (LATERAL, and OFFSET 0 keeps the planner from
+# turning it into a join): with the statistics a big import leaves behind, a join scanned every label.
 _LIVE_TYPES = {"object_value_is_partial": "boolean", "recorded_at": "timestamptz"}
 _LIVE_RECORD = ", ".join(f"{name} {_LIVE_TYPES.get(name, 'text')}" for name in LiveUpdate.__struct_fields__)
 _encode_group = msgspec.json.Encoder().encode
@@ -571,12 +573,14 @@ WITH items AS MATERIALIZED (
     FROM json_to_recordset(%(updates)s::json) AS i({_LIVE_RECORD})
 ), seen AS (
     SELECT i.*, g.version AS seen_version, g.hash AS prev_hash
-    FROM items i JOIN gold_labels g ON g.account_id = i.account_id AND g.id = i.label_id
+    FROM items i CROSS JOIN LATERAL (
+        SELECT * FROM gold_labels WHERE account_id = i.account_id AND id = i.label_id OFFSET 0) AS g
     WHERE i.free AND g.run_id = i.run_id AND g.deleted_at IS NULL AND g.updated_at <= i.recorded_at
 ), locked AS (
     SELECT g.account_id, g.id, g.version
-    FROM gold_labels g JOIN seen s ON g.account_id = s.account_id AND g.id = s.label_id
-    ORDER BY g.account_id, g.id FOR UPDATE OF g SKIP LOCKED
+    FROM seen s CROSS JOIN LATERAL (
+        SELECT account_id, id, version FROM gold_labels WHERE account_id = s.account_id AND id = s.label_id
+        FOR UPDATE SKIP LOCKED) AS g
 ), moved AS (
     UPDATE gold_labels g SET text_value = s.text_value, object_value = s.object_value,
         object_value_is_partial = s.object_value_is_partial, updated_by = s.actor, updated_at = s.recorded_at,
