@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -337,10 +338,10 @@ async def stream_labels(
 class BatchItem(msgspec.Struct, frozen=True):
     """What a batch did to one label."""
 
-    id: str
+    id: Annotated[str, msgspec.Meta(extra_json_schema={"format": "uuid"})]
     output_resource_name: str
-    version: int
-    outcome: str  # "created", "updated" or "unchanged"
+    version: Annotated[int, msgspec.Meta(ge=1)]
+    outcome: Annotated[str, msgspec.Meta(extra_json_schema={"enum": ["created", "updated", "unchanged"]})]
 
 
 class BatchOutcome(msgspec.Struct, frozen=True):
