@@ -95,6 +95,29 @@ def payload_digest(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
+def canonical_parts_v2(
+    account_id: str,
+    stream_id: str,
+    run_id: str,
+    event_type: str,
+    data_sha256: str,
+    actor: str,
+    recorded_at: str,
+    request_id: str,
+    reason: str | None,
+) -> tuple[str, str]:
+    """Format 2's hashed input around the two fields a label's row decides, `version` and `prev_hash`:
+    the input is `head + str(version) + middle + JSON string of prev_hash + "]"` (a hash goldtrail wrote is 64
+    hex digits, so its JSON string is itself between quotes). A database can then seal the next event of a
+    label in the same statement that moves the label on."""
+    head = f"[{_FORMAT_2_HEAD},{_string(account_id)},{_string(stream_id)},"
+    middle = (
+        f",{_string(run_id)},{_string(event_type)},{_string(data_sha256)},{_string(actor)},{_string(recorded_at)},"
+        f"{_string(request_id)},{_reason(reason)},"
+    )
+    return head, middle
+
+
 def canonical_bytes_v2(
     account_id: str,
     stream_id: str,
@@ -109,11 +132,10 @@ def canonical_bytes_v2(
     prev_hash: str,
 ) -> bytes:
     """Format 2's hashed input: the payload enters only through `data_sha256` (see `payload_digest`)."""
-    return (
-        f"[{_FORMAT_2_HEAD},{_string(account_id)},{_string(stream_id)},{_int(version)},{_string(run_id)},"
-        f"{_string(event_type)},{_string(data_sha256)},{_string(actor)},{_string(recorded_at)},"
-        f"{_string(request_id)},{_reason(reason)},{_string(prev_hash)}]"
-    ).encode()
+    head, middle = canonical_parts_v2(
+        account_id, stream_id, run_id, event_type, data_sha256, actor, recorded_at, request_id, reason
+    )
+    return f"{head}{_int(version)}{middle}{_string(prev_hash)}]".encode()
 
 
 def hash_fields_v2(

@@ -10,11 +10,12 @@ event and msgspec is about twice as fast. Tests pin the two to the same bytes fo
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 
 import msgspec
 
-from events.canonical import FORMAT_2_TAG, payload_digest
-from events.types import PendingEvent, encode_data, format_time
+from events.canonical import FORMAT_2_TAG, canonical_parts_v2, payload_digest
+from events.types import Event, PendingEvent, encode_data, format_time
 
 _encoder = msgspec.json.Encoder()
 
@@ -164,3 +165,31 @@ def seal(event: PendingEvent) -> tuple[bytes, str]:
         event.prev_hash,
     )
     return data, digest
+
+
+def seal_around(
+    account_id: str,
+    stream_id: str,
+    run_id: str,
+    data: Event,
+    actor: str,
+    recorded_at: datetime,
+    request_id: str,
+    reason: str | None,
+) -> tuple[bytes, str, str]:
+    """For an event whose version and prev_hash its label's row will decide (group commit seals it in SQL):
+    the payload to store, and the hashed input around those two fields, in CHAIN_FORMAT
+    (events.canonical.canonical_parts_v2)."""
+    payload = encode_data(data)
+    head, middle = canonical_parts_v2(
+        account_id,
+        stream_id,
+        run_id,
+        type(data).__struct_config__.tag,  # type: ignore[arg-type]
+        payload_digest(payload),
+        actor,
+        format_time(recorded_at),
+        request_id,
+        reason,
+    )
+    return payload, head, middle

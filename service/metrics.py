@@ -1,6 +1,7 @@
 """Prometheus metrics: requests by route and status with their latency, events appended by type, the
-database pool (in use, waiting), failed database calls, and reads by database with each standby's lag and
-skips. With several workers they add up across them (see `goldtrail serve --workers`)."""
+database pool (in use, waiting), failed database calls, the size of group-committed writes, and reads by
+database with each standby's lag and skips. With several workers they add up across them (see `goldtrail serve
+--workers`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ DB_CONNECTIONS_IN_USE = Gauge(
 )
 DB_CONNECTIONS_WAITING = Gauge(
     "goldtrail_db_connections_waiting", "Requests waiting for a pool connection", multiprocess_mode="livesum"
+)
+WRITE_GROUPS = Histogram(
+    "goldtrail_write_group_size",
+    "Updates committed together in one statement (group commit, PostgreSQL)",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)
+WRITE_GROUPS_FAILED = Counter(
+    "goldtrail_write_groups_failed_total",
+    "Groups of updates that failed as a whole; their updates were written one by one instead",
+    ["reason"],  # lost_race | stale_connection | unavailable | read_only | answer_lost
 )
 CONNECTIONS_REFUSED = Counter(
     "goldtrail_connections_refused_total",

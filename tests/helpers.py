@@ -207,7 +207,6 @@ def writing_now(url: str) -> bool:
         conn.close()
 
 
-
 @contextmanager
 def engine_of(url: str) -> Iterator[sa.Engine]:
     """A plain synchronous engine on the database, for looking at its tables directly."""

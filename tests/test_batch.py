@@ -288,3 +288,4 @@ def test_a_batch_racing_single_puts_loses_no_update_and_keeps_versions_contiguou
             folded[recorded.stream_id] = apply(folded.get(recorded.stream_id), recorded)
     assert folded == {label_id: state for label_id, state in states.items()}
     assert isinstance(next(iter(folded.values())), LabelState)
+

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import re
 import socket
 import subprocess
 import tempfile
@@ -284,8 +285,9 @@ def test_an_outage_during_concurrent_writes_loses_and_half_applies_nothing(serve
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
-# How an optimistic write starts (service.storage.database.PostgresOneStatement): it commits as it runs.
-_ONE_STATEMENT_WRITE = b"WITH w0 AS (INSERT INTO events"
+# A write that commits as it runs, in one statement: an optimistic write (storage.postgres.PostgresOneStatement)
+# starts `WITH w0 AS (INSERT INTO events`, a group of updates (storage.group_commit) appends in a later CTE.
+_ONE_STATEMENT_WRITE = re.compile(rb"WITH .*INSERT INTO events", re.DOTALL)
 
 
 class CommitCuttingProxy:
@@ -320,7 +322,7 @@ class CommitCuttingProxy:
         with suppress(OSError):
             while data := client.recv(65536):
                 appended = appended or b"INSERT INTO events" in data
-                commits = b"COMMIT" in data or _ONE_STATEMENT_WRITE in data
+                commits = b"COMMIT" in data or _ONE_STATEMENT_WRITE.search(data) is not None
                 if appended and commits and self.armed.is_set():
                     self.armed.clear()
                     holding.set()  # from here on, nothing the server says reaches goldtrail

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
+from projections.fold import LabelState
 from service.metrics import DB_CONNECTIONS_IN_USE, DB_CONNECTIONS_WAITING, DB_FAILURES
 from service.settings import Settings
 from service.storage import postgres, sqlite
@@ -32,6 +33,7 @@ from service.storage.errors import (
     StaleConnection,
 )
 from service.storage.failures import Failure
+from service.storage.group_commit import GroupCommit, LiveUpdate
 from service.storage.sql import Integration, LabelWrites, Maintenance, Reads
 
 T = TypeVar("T")
@@ -65,6 +67,12 @@ class Deadline:
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
         self.abandoned = False
+
+    @classmethod
+    def until(cls, moment: float) -> Deadline:
+        deadline = cls(0.0)
+        deadline.at = moment
+        return deadline
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -102,6 +110,8 @@ class Database:
         self._write_lock = asyncio.Lock() if backend.ONE_WRITER else None
         self._trusted_since = 0.0
         _replace_distrusted_connections(engine.sync_engine, lambda: self._trusted_since)
+        # Concurrent plain updates written together in one statement, where the backend can (PostgreSQL).
+        self.group_commit = GroupCommit(self._write_group, self.within_time_limit) if backend.GROUP_COMMIT else None
 
     @classmethod
     def connect(cls, settings: Settings) -> Database:
@@ -133,6 +143,12 @@ class Database:
                 return await work(tx)
 
         return await self.within_time_limit(attempt)
+
+    async def _write_group(self, updates: list[LiveUpdate], deadline_at: float) -> dict[tuple[str, str], LabelState]:
+        """One group of updates (storage.group_commit), refused by the database past `deadline_at`; the time
+        limit is each waiting request's own."""
+        async with self._write(Deadline.until(deadline_at), optimistic=True) as tx:
+            return await tx.update_live_many(updates)
 
     async def within_time_limit(self, attempt: Callable[[Deadline], Awaitable[T]]) -> T:
         """Answer within the time limit even when the database hangs.

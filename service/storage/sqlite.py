@@ -312,6 +312,7 @@ class SqliteTransaction(LabelWrites):
 # What the dialect-free Database asks of a backend ----------------------------------------------------
 
 ONE_WRITER = True  # one writer per file: this process queues its own writers instead of spinning on the lock
+GROUP_COMMIT = False  # one writer at a time: nothing to gather
 DRIVER_ERROR = sqlite3.Error
 RECONNECTS_AFTER_LOSS = False  # the file does not restart; a locked database is no reason to reconnect
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from service.storage.database import sync_url
 from tests.bench.generate import insert_events, label_events
 from tests.bench.harness import Bench
 from tests.helpers import token
@@ -229,13 +230,17 @@ def write_put_script(bench: Bench, run: str, label_ids: list[str], name: str) ->
 PUT_LABELS = 2_000
 
 
+QUIET = "goldtrail, no request log"
+
+
 def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3) -> None:
     """goldtrail's PUT next to its references on the same freshly ANALYZEd database, interleaved round by
     round so drift hits all alike."""
     for shape, labels in (("hot", 10), ("spread", PUT_LABELS)):
         with bench.database(backend) as url:
             script = put_script(bench, url, labels, shape)
-            targets = ["goldtrail"] + (["prototype", "bare"] if shape == "spread" else [])
+            # goldtrail as deployed (its request log on, INFO), and without the request log to name its share.
+            targets = ["goldtrail"] + ([QUIET, "prototype", "bare"] if shape == "spread" else [])
             if backend == "sqlite":
                 targets = [t for t in targets if t != "prototype"]  # the prototype is psycopg-only
             figures: dict[str, list[dict[str, float]]] = {t: [] for t in targets}
@@ -244,6 +249,8 @@ def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3
             for _ in range(rounds):
                 for target in targets:
                     if target == "goldtrail":
+                        server = bench.servers(url, workers=workers, GOLDTRAIL_LOG_LEVEL="INFO")
+                    elif target == QUIET:
                         server = bench.servers(url, workers=workers)
                     else:
                         server = _as_list(reference_server(bench, target, url, workers))
@@ -254,9 +261,19 @@ def put_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3
                     events.append(eventsourcing_rate(bench))
             medians = {}
             for target in targets:
-                name = f"PUT {shape} ({labels:,} labels)" if target == "goldtrail" else f"reference: {target} PUT"
+                name = (
+                    f"PUT {shape} ({labels:,} labels)"
+                    if target == "goldtrail"
+                    else f"PUT {shape}, {target}"
+                    if target == QUIET
+                    else f"reference: {target} PUT"
+                )
                 medians[target] = record_wrk(bench, name, backend, figures[target], workers)
             rps = {target: figures["rps"] for target, figures in medians.items()}
+            if QUIET in rps:
+                share = 1 - rps["goldtrail"] / rps[QUIET]
+                bench.record("PUT: what the request log costs", backend, "share of throughput", 100 * share, "%",
+                             "one JSON line per request at INFO, as deployed")  # fmt: skip
             if "prototype" in rps:
                 ratio = rps["goldtrail"] / rps["prototype"]
                 bench.record("PUT vs prototype", backend, "throughput ratio", ratio, "x", "target >= 0.8")
@@ -293,6 +310,11 @@ def put_after_bulk_import(bench: Bench, backend: str, workers: int = 2) -> None:
                     assert response.status_code == 200, response.text
                     ids += [label["id"] for label in response.json()["labels"]]
             script = write_put_script(bench, run, ids[:: max(1, len(ids) // PUT_LABELS)][:PUT_LABELS], "bulk")
+            # The verifiable log integrates the imported events meanwhile: wait, so that the figures measure the
+            # statistics and not that catching up.
+            caught_up = _integrated(url)
+            bench.record("PUT after import: the log catching up", backend, f"{total:,} events", caught_up, "s",
+                         "from the last batch's answer until every event is in the verifiable log")  # fmt: skip
             stale = run_wrk(base, script)
             bench.analyze(url)
             fresh = run_wrk(base, script)
@@ -304,6 +326,21 @@ def put_after_bulk_import(bench: Bench, backend: str, workers: int = 2) -> None:
 
 
 BULK_TABLES = ("events", "gold_labels", "log_leaves")
+
+
+def _integrated(url: str, timeout: float = 600) -> float:
+    """Seconds until every event of the database is an entry of its account's verifiable log."""
+    started = time.monotonic()
+    engine = sa.create_engine(sync_url(url))
+    try:
+        with engine.connect() as connection:
+            behind = "SELECT (SELECT count(*) FROM events) - (SELECT count(*) FROM log_leaves)"
+            while connection.exec_driver_sql(behind).scalar() and time.monotonic() - started < timeout:
+                connection.rollback()
+                time.sleep(0.2)
+    finally:
+        engine.dispose()
+    return time.monotonic() - started
 
 
 def post_throughput(bench: Bench, backend: str, workers: int = 2, rounds: int = 3) -> None:
