@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import re
+import signal
 import socket
 import subprocess
 import tempfile
