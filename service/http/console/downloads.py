@@ -122,7 +122,9 @@ async def _export(request: Request, kind: str) -> Stream:
     """The events the activity filter keeps, oldest first: NDJSON (each line as the feed has it) or CSV."""
     principal = signed_in(request)
     chosen = forms.filter_of(request)
-    events = activity.export_events(reads_for(request), principal.account, chosen)
+    # One read transaction over the whole filter: on the primary, where replay cannot cancel it halfway through a
+    # 200 (a standby's reads are paged and resumable; this one is not yet).
+    events = activity.export_events(database(request), principal.account, chosen)
     first = await _first(request, events)
 
     async def ndjson() -> AsyncIterator[bytes]:
