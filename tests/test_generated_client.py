@@ -237,6 +237,7 @@ def test_a_batch_import_is_listed_page_by_page_following_the_link_cursor(generat
         (label.output_resource_name, 1, "created") for label in items
     ]
     ids = {item.output_resource_name: item.id for item in first.labels}
+    assert all(isinstance(label_id, uuid.UUID) for label_id in ids.values())  # typed as the UUIDs they are
 
     again = [
         models.NewLabel(output_resource_name="o0", text_value="value 0"),
@@ -263,9 +264,9 @@ def test_a_batch_import_is_listed_page_by_page_following_the_link_cursor(generat
     assert [len(page) for page in pages] == [4, 4, 2]
     seen = [label for page in pages for label in page]
     assert all(isinstance(label, models.RunGoldLabel) for label in seen)
-    assert sorted(str(label.id) for label in seen) == sorted(ids.values())  # every label, each exactly once
+    assert sorted(label.id for label in seen) == sorted(ids.values())  # every label, each exactly once
     by_resource = {label.output_resource_name: label for label in seen}
-    assert {name: str(label.id) for name, label in by_resource.items()} == ids
+    assert {name: label.id for name, label in by_resource.items()} == ids
     assert by_resource["o1"].text_value == "changed" and by_resource["o7"].text_value == "value 7"
     assert by_resource["o-object"].text_value is None
     assert by_resource["o-object"].object_value.to_dict() == {"box": [1, 2, 3, 4], "class": "cat"}
