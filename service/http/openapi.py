@@ -67,8 +67,9 @@ HEADERS = {
         ("X-Request-ID", "recorded on the event and echoed on the response", {"type": "string"}),
         (
             "Goldtrail-Consistency",
-            "a token a write answered: the read then sees that write (on a standby that has it, or the primary)",
-            {"type": "string", "maxLength": 100},
+            "a token a write answered: the read then sees that write (on a standby that has it, or the primary);"
+            " a value that is not such a token is ignored",
+            {"type": "string"},
         ),
     )
 }
