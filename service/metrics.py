@@ -33,7 +33,7 @@ WRITE_GROUPS = Histogram(
 WRITE_GROUPS_FAILED = Counter(
     "goldtrail_write_groups_failed_total",
     "Groups of updates that failed as a whole; their updates were written one by one instead",
-    ["reason"],  # lost_race | stale_connection | unavailable | read_only | answer_lost
+    ["reason"],  # lost_race | stale_connection | unavailable | read_only | answer_lost | error
 )
 CONNECTIONS_REFUSED = Counter(
     "goldtrail_connections_refused_total",

@@ -197,3 +197,45 @@ def test_a_handed_back_update_is_written_the_usual_way_with_its_answer(postgres_
     label_id, state = on_database(postgres_url, scenario)
     assert state.version == 2 and state.text_value == "after"
     assert [event.version for event in stored_stream(postgres_url, account, label_id)] == [1, 2]
+
+
+def test_an_update_the_statement_refuses_fails_neither_its_group_nor_the_others(postgres_url):
+    """A value the group statement cannot take (here a NUL, which PostgreSQL text refuses; the API refuses it
+    before, so it is made here by hand) must not answer the other updates of its group with an error: the group
+    is handed back, and each update goes the usual way."""
+    account, run = new_account(), str(uuid.uuid4())
+
+    async def scenario(db: Database):
+        good, bad, first, second = await new_labels(db, account, run, 4)
+        plain = await labels.update_in_group(db, who(account), run, good, GoldLabelUpdated(text_value="warm"))
+        assert plain is not None and plain.version == 2  # a group of one, to warm the connections up
+        with psycopg.connect(postgres_url) as holder:
+            # Both groups in flight wait for this lock, so the next two updates wait for a group together.
+            holder.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+            waiting = [
+                asyncio.ensure_future(
+                    labels.update_in_group(db, who(account), run, label, GoldLabelUpdated(text_value="x"))
+                )
+                for label in (first, second)
+            ]
+            await asyncio.sleep(0.3)
+            together = [
+                asyncio.ensure_future(
+                    labels.update_in_group(db, who(account), run, good, GoldLabelUpdated(text_value="ok"))
+                ),
+                asyncio.ensure_future(
+                    labels.update_in_group(
+                        db, who(account, reason="bad\x00"), run, bad, GoldLabelUpdated(text_value="x")
+                    )
+                ),
+            ]
+            await asyncio.sleep(0.3)
+        in_flight = await asyncio.gather(*waiting)
+        handed_back = await asyncio.gather(*together)
+        return good, bad, in_flight, handed_back
+
+    good, bad, in_flight, handed_back = on_database(postgres_url, scenario)
+    assert [state.version for state in in_flight] == [2, 2]
+    assert handed_back == [None, None]  # no exception for either: both go the usual way
+    assert [event.version for event in stored_stream(postgres_url, account, good)] == [1, 2]
+    assert [event.version for event in stored_stream(postgres_url, account, bad)] == [1]

@@ -167,8 +167,12 @@ class GroupCommit:
             WRITE_GROUPS_FAILED.labels(_reason(error)).inc()
             log.debug("group of %d updates not written (%s): writing them one by one", len(group), error)
             self._settle(group, done={})
-        except Exception as error:  # a defect: every waiting request hears of it (and answers 500)
-            self._settle(group, error=error)
+        except Exception:
+            # Not a database outage: a value or a defect the group statement did not expect. One update must not
+            # fail the others: each goes the usual way, where only the one at fault meets the error again.
+            WRITE_GROUPS_FAILED.labels("error").inc()
+            log.exception("group of %d updates failed: writing them one by one", len(group))
+            self._settle(group, done={})
         else:
             WRITE_GROUPS.observe(len(group))
             if done:
