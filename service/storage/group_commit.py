@@ -102,8 +102,8 @@ class GroupCommit:
     async def update(self, update: LiveUpdate) -> LabelState | None:
         """The label after this update once committed, or None when the group could not take it and nothing
         of it was written. Raises DatabaseUnavailable at the request's time limit (an update still waiting is
-        then never sent, and a group on its way is refused by the database past its first deadline) and
-        AnswerLost when the outcome is unknown."""
+        then never sent, and a group on its way is refused by the database past its first deadline) or when
+        the database could not take the group, and AnswerLost when the outcome is unknown."""
 
         async def wait_for_group(deadline: Any) -> LabelState | None:
             waiting = _Waiting(update, asyncio.get_running_loop().create_future(), deadline)
@@ -162,11 +162,17 @@ class GroupCommit:
         except CommitOutcomeUnknown:
             WRITE_GROUPS_FAILED.labels("answer_lost").inc()
             self._settle(group, error=AnswerLost())
-        except (LostRace, StaleConnection, DatabaseUnavailable) as error:
-            # Nothing of the group was written: each update goes the usual way, which retries or answers.
+        except (LostRace, StaleConnection) as error:
+            # Nothing of the group was written, and running it again is safe: each update goes the usual way.
             WRITE_GROUPS_FAILED.labels(_reason(error)).inc()
             log.debug("group of %d updates not written (%s): writing them one by one", len(group), error)
             self._settle(group, done={})
+        except DatabaseUnavailable as error:
+            # Nothing was written and the database cannot take writes now (down, read-only, or past the group's
+            # deadline): each request answers 503 at once, as the usual way would, instead of trying again
+            # under a time limit of its own that would start over.
+            WRITE_GROUPS_FAILED.labels(_reason(error)).inc()
+            self._settle(group, error=error)
         except Exception:
             # Not a database outage: a value or a defect the group statement did not expect. One update must not
             # fail the others: each goes the usual way, where only the one at fault meets the error again.
